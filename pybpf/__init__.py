@@ -1,0 +1,60 @@
+"""pybpf: eBPF maps, socket maps and AF_XDP from pure Python, over the real ``bpf(2)``."""
+
+from ._sys.constants import AttachType, FileFlags, LinkType, MapFlags, MapType, Pinning, ProgramType, UpdateFlags
+from .errors import (
+    BPFError,
+    IndexOutOfRangeError,
+    KeyExistsError,
+    KeyNotFoundError,
+    MapFullError,
+    NotSupportedError,
+    PermissionDeniedError,
+    VerifierError,
+)
+from .maps import (
+    BloomFilter,
+    Map,
+    MapInfo,
+    MapOfMaps,
+    MapSpec,
+    ProgramArray,
+    QueueMap,
+    ReuseportSockArray,
+    SockHash,
+    SockMap,
+    maps,
+    socket_cookie,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AttachType",
+    "BPFError",
+    "BloomFilter",
+    "FileFlags",
+    "IndexOutOfRangeError",
+    "KeyExistsError",
+    "KeyNotFoundError",
+    "LinkType",
+    "Map",
+    "MapFlags",
+    "MapFullError",
+    "MapInfo",
+    "MapOfMaps",
+    "MapSpec",
+    "MapType",
+    "NotSupportedError",
+    "PermissionDeniedError",
+    "Pinning",
+    "ProgramArray",
+    "ProgramType",
+    "QueueMap",
+    "ReuseportSockArray",
+    "SockHash",
+    "SockMap",
+    "UpdateFlags",
+    "VerifierError",
+    "maps",
+    "socket_cookie",
+]

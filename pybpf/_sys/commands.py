@@ -1,0 +1,130 @@
+"""``bpf(2)`` commands as plain functions: fds and ids in, fds, ids and info structs out.
+
+These raise the generic typed error for an errno (``error_for``); callers that know what an
+errno means for their object (a map type, a program) catch ``BPFError`` and say more.
+Per-element map operations are not here: ``Map`` drives them with prebuilt attrs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from typing import Iterator
+
+from .attrs import (
+    GetIdAttr,
+    InfoAttr,
+    LinkCreateAttr,
+    LinkDetachAttr,
+    LinkUpdateAttr,
+    MapCreateAttr,
+    MapElemAttr,
+    MapInfoStruct,
+    ObjAttr,
+    ProgAttachAttr,
+    ProgInfoStruct,
+    ProgQueryAttr,
+)
+from .constants import Cmd
+from .syscall import bpf
+
+
+def map_create(attr: MapCreateAttr, name: str = "") -> int:
+    """``BPF_MAP_CREATE`` with a filled attr; returns the new map fd."""
+    return bpf(Cmd.MAP_CREATE, attr, "create map", name)
+
+
+def map_freeze(fd: int, name: str = "") -> None:
+    """``BPF_MAP_FREEZE``: make the map read-only for user space from now on."""
+    bpf(Cmd.MAP_FREEZE, MapElemAttr(map_fd=fd), "freeze map", name)
+
+
+def obj_pin(fd: int, path: str, what: str = "object") -> None:
+    """``BPF_OBJ_PIN``: pin a map, program or link at ``path`` in bpffs."""
+    buf = ctypes.create_string_buffer(os.fsencode(path))
+    bpf(Cmd.OBJ_PIN, ObjAttr(pathname=ctypes.addressof(buf), bpf_fd=fd), f"pin {what} at", path)
+
+
+def obj_get(path: str, file_flags: int = 0, what: str = "object") -> int:
+    """``BPF_OBJ_GET``: open a pinned object; returns a new fd."""
+    buf = ctypes.create_string_buffer(os.fsencode(path))
+    return bpf(Cmd.OBJ_GET, ObjAttr(pathname=ctypes.addressof(buf), file_flags=file_flags), f"open pinned {what}", path)
+
+
+def _next_id(cmd: int, start: int, op: str) -> int | None:
+    attr = GetIdAttr(start_id=start)
+    try:
+        bpf(cmd, attr, op)
+    except OSError as err:
+        if err.errno == errno.ENOENT:  # no more ids
+            return None
+        raise
+    return attr.next_id
+
+
+def iter_ids(cmd: int, op: str) -> Iterator[int]:
+    """Every id from a ``*_GET_NEXT_ID`` command, in order."""
+    current = 0
+    while (nxt := _next_id(cmd, current, op)) is not None:
+        yield nxt
+        current = nxt
+
+
+def fd_by_id(cmd: int, obj_id: int, op: str, open_flags: int = 0) -> int:
+    """``BPF_{MAP,PROG,BTF,LINK}_GET_FD_BY_ID``; returns a new fd."""
+    return bpf(cmd, GetIdAttr(start_id=obj_id, open_flags=open_flags), op, f"id {obj_id}")
+
+
+def obj_info(fd: int, info: ctypes.Structure, op: str, name: str = "") -> ctypes.Structure:
+    """``BPF_OBJ_GET_INFO_BY_FD`` into ``info`` (a zeroed info struct, inputs pre-set); returns it."""
+    attr = InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
+    bpf(Cmd.OBJ_GET_INFO_BY_FD, attr, op, name)
+    return info
+
+
+def map_info(fd: int, name: str = "") -> MapInfoStruct:
+    """The kernel's ``struct bpf_map_info`` for a map fd."""
+    return obj_info(fd, MapInfoStruct(), "get info of map", name)  # type: ignore[return-value]
+
+
+def prog_info(fd: int, name: str = "") -> ProgInfoStruct:
+    """The kernel's ``struct bpf_prog_info`` for a program fd."""
+    return obj_info(fd, ProgInfoStruct(), "get info of program", name)  # type: ignore[return-value]
+
+
+def prog_attach(target_fd: int, prog_fd: int, attach_type: int, flags: int = 0, replace_fd: int = 0, name: str = "") -> None:
+    """``BPF_PROG_ATTACH``."""
+    attr = ProgAttachAttr(target_fd=target_fd, attach_bpf_fd=prog_fd, attach_type=attach_type, attach_flags=flags, replace_bpf_fd=replace_fd)
+    bpf(Cmd.PROG_ATTACH, attr, "attach program", name)
+
+
+def prog_detach(target_fd: int, prog_fd: int, attach_type: int, name: str = "") -> None:
+    """``BPF_PROG_DETACH``."""
+    attr = ProgAttachAttr(target_fd=target_fd, attach_bpf_fd=prog_fd, attach_type=attach_type)
+    bpf(Cmd.PROG_DETACH, attr, "detach program", name)
+
+
+def prog_query(target_fd: int, attach_type: int, max_progs: int = 64, name: str = "") -> tuple[int, list[int]]:
+    """``BPF_PROG_QUERY``: ``(attach_flags, program ids)`` attached at ``target_fd``."""
+    ids = (ctypes.c_uint32 * max_progs)()
+    attr = ProgQueryAttr(target_fd=target_fd, attach_type=attach_type, prog_ids=ctypes.addressof(ids), prog_cnt=max_progs)
+    bpf(Cmd.PROG_QUERY, attr, "query programs of", name)
+    return attr.attach_flags, list(ids[: attr.prog_cnt])
+
+
+def link_create(prog_fd: int, target_fd: int, attach_type: int, flags: int = 0, name: str = "") -> int:
+    """``BPF_LINK_CREATE``; returns the link fd."""
+    attr = LinkCreateAttr(prog_fd=prog_fd, target_fd=target_fd, attach_type=attach_type, flags=flags)
+    return bpf(Cmd.LINK_CREATE, attr, "create link for", name)
+
+
+def link_update(link_fd: int, new_prog_fd: int, old_prog_fd: int = 0, flags: int = 0, name: str = "") -> None:
+    """``BPF_LINK_UPDATE``: swap the program behind a link atomically."""
+    attr = LinkUpdateAttr(link_fd=link_fd, new_prog_fd=new_prog_fd, old_prog_fd=old_prog_fd, flags=flags)
+    bpf(Cmd.LINK_UPDATE, attr, "update link", name)
+
+
+def link_detach(link_fd: int, name: str = "") -> None:
+    """``BPF_LINK_DETACH``: detach without closing the fd."""
+    bpf(Cmd.LINK_DETACH, LinkDetachAttr(link_fd=link_fd), "detach link", name)

@@ -1,0 +1,119 @@
+"""The exception hierarchy: every kernel failure is a typed ``BPFError`` (an ``OSError``).
+
+Each error names the operation and the object, keeps the kernel's errno, and carries a hint
+when the cause is known. Input that is wrong before any syscall raises ``ValueError`` or
+``TypeError`` instead.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+
+ENOTSUPP = 524
+"""The kernel-internal "operation not supported" errno; Python's ``errno`` module has no name."""
+
+_HINTS = {
+    _errno.EPERM: "needs CAP_BPF (and CAP_NET_ADMIN for networking programs), or root",
+    _errno.EACCES: "needs CAP_BPF (and CAP_NET_ADMIN for networking programs), or root",
+    ENOTSUPP: "the kernel does not support this operation for this object",
+    _errno.EOPNOTSUPP: "the kernel does not support this operation for this object",
+}
+
+
+def strerror(code: int) -> str:
+    """``os.strerror`` that also names ENOTSUPP (524)."""
+    if code == ENOTSUPP:
+        return "Operation not supported (ENOTSUPP)"
+    return os.strerror(code)
+
+
+class BPFError(OSError):
+    """A failed ``bpf(2)`` (or related) call: ``errno``, ``op``, ``name`` and an optional ``hint``."""
+
+    def __init__(self, code: int, op: str, name: str = "", *, message: str = "", hint: str = "") -> None:
+        self.op = op
+        self.name = name
+        self.hint = hint if hint else _HINTS.get(code, "")
+        what = f"{op} {name!r}" if name else op
+        text = f"{what}: {message or strerror(code)}"
+        if self.hint:
+            text += f" (hint: {self.hint})"
+        super().__init__(code, text)
+
+    def __reduce__(self):  # keep pickling (multiprocessing) working with our signature
+        return (_rebuild, (type(self), self.errno, self.op, self.name, self.strerror, self.hint))
+
+    def __str__(self) -> str:
+        return f"[Errno {self.errno}] {self.strerror}"
+
+
+def _rebuild(cls: type, code: int, op: str, name: str, text: str, hint: str) -> BPFError:
+    err = cls.__new__(cls)
+    OSError.__init__(err, code, text)
+    err.op, err.name, err.hint = op, name, hint
+    return err
+
+
+class KeyNotFoundError(BPFError, KeyError):
+    """The key is not in the map (ENOENT on a lookup, delete or update with EXIST)."""
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return BPFError.__str__(self)
+
+
+class IndexOutOfRangeError(BPFError, IndexError):
+    """The index is past ``max_entries`` of an array-like map (E2BIG on ARRAY, SOCKMAP, XSKMAP, ...)."""
+
+
+class KeyExistsError(BPFError):
+    """The key is already in the map and ``UpdateFlags.NOEXIST`` was given (EEXIST)."""
+
+
+class MapFullError(BPFError):
+    """The map has no room for another element (E2BIG on a hash-like map)."""
+
+
+class PermissionDeniedError(BPFError, PermissionError):
+    """The process lacks a capability (EPERM/EACCES) or the object is read/write-only."""
+
+
+class NotSupportedError(BPFError):
+    """The kernel, or this map or program type, lacks the feature or the operation."""
+
+
+class VerifierError(BPFError):
+    """The verifier refused a program; ``log`` holds its text."""
+
+    def __init__(self, code: int, op: str, name: str = "", *, log: str = "", message: str = "", hint: str = "") -> None:
+        self.log = log
+        tail = _log_tail(log)
+        super().__init__(code, op, name, message=message or f"verifier rejected the program: {tail}", hint=hint)
+
+    def __reduce__(self):
+        return (_rebuild_verifier, (type(self), self.errno, self.op, self.name, self.strerror, self.hint, self.log))
+
+
+def _rebuild_verifier(cls: type, code: int, op: str, name: str, text: str, hint: str, log: str) -> VerifierError:
+    err = _rebuild(cls, code, op, name, text, hint)
+    err.log = log  # type: ignore[attr-defined]
+    return err  # type: ignore[return-value]
+
+
+def _log_tail(log: str, lines: int = 3) -> str:
+    """The last few lines of a verifier log: where the verifier stopped and why."""
+    kept = [line for line in log.strip().splitlines() if line.strip()][-lines:]
+    return " | ".join(kept) if kept else "(no log)"
+
+
+_BY_ERRNO: dict[int, type[BPFError]] = {
+    _errno.EPERM: PermissionDeniedError,
+    _errno.EACCES: PermissionDeniedError,
+    _errno.EOPNOTSUPP: NotSupportedError,
+    ENOTSUPP: NotSupportedError,
+}
+
+
+def error_for(code: int, op: str, name: str = "", *, message: str = "", hint: str = "") -> BPFError:
+    """The typed error for an errno that has the same meaning for every object."""
+    return _BY_ERRNO.get(code, BPFError)(code, op, name, message=message, hint=hint)

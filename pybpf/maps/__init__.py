@@ -1,0 +1,22 @@
+"""Maps: ``MapSpec`` (plain data), ``Map`` (owns an fd) and the typed subclasses."""
+
+from .fdmaps import MapOfMaps, ProgramArray, ReuseportSockArray, SockHash, SockMap, socket_cookie
+from .info import MapInfo, maps
+from .keyless import BloomFilter, QueueMap
+from .map import Map
+from .spec import MapSpec
+
+__all__ = [
+    "BloomFilter",
+    "Map",
+    "MapInfo",
+    "MapOfMaps",
+    "MapSpec",
+    "ProgramArray",
+    "QueueMap",
+    "ReuseportSockArray",
+    "SockHash",
+    "SockMap",
+    "maps",
+    "socket_cookie",
+]

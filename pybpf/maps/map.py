@@ -1,0 +1,635 @@
+"""``Map``: a live BPF map that owns its fd and behaves as a ``MutableMapping``.
+
+Element operations reuse per-thread call buffers (key, value, attr) built once, so a lookup is
+one key pack, one syscall and one decode; threads never share a buffer.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import mmap as _mmap
+import os
+import threading
+import weakref
+from collections.abc import Iterable, Iterator, MutableMapping
+from typing import Any, ClassVar
+
+from .._sys import commands
+from .._sys.attrs import MapBatchAttr, MapCreateAttr, MapElemAttr
+from .._sys.constants import Cmd, FileFlags, MapFlags, MapType, UpdateFlags
+from .._sys.syscall import NR_BPF, get_errno, raw
+from ..errors import (
+    ENOTSUPP,
+    BPFError,
+    IndexOutOfRangeError,
+    KeyExistsError,
+    KeyNotFoundError,
+    MapFullError,
+    NotSupportedError,
+    PermissionDeniedError,
+    error_for,
+)
+from .codec import Field, PerCpuField
+from .info import MapInfo
+from .spec import MapSpec, is_percpu
+
+_INDEXED = {
+    MapType.ARRAY, MapType.PERCPU_ARRAY, MapType.PROG_ARRAY, MapType.PERF_EVENT_ARRAY, MapType.CGROUP_ARRAY,
+    MapType.ARRAY_OF_MAPS, MapType.DEVMAP, MapType.CPUMAP, MapType.SOCKMAP, MapType.XSKMAP,
+    MapType.REUSEPORT_SOCKARRAY,
+}
+_NO_DELETE = {MapType.ARRAY, MapType.PERCPU_ARRAY}
+_BATCH = {
+    MapType.HASH, MapType.PERCPU_HASH, MapType.LRU_HASH, MapType.LRU_PERCPU_HASH, MapType.ARRAY,
+    MapType.PERCPU_ARRAY,
+}
+_BATCH_DELETE = {MapType.HASH, MapType.PERCPU_HASH, MapType.LRU_HASH, MapType.LRU_PERCPU_HASH}
+_KEYLESS = {MapType.QUEUE, MapType.STACK, MapType.BLOOM_FILTER, MapType.RINGBUF, MapType.USER_RINGBUF, MapType.ARENA}
+_MISSING = object()
+_ELEM_SIZE = ctypes.sizeof(MapElemAttr)
+_BATCH_SIZE = ctypes.sizeof(MapBatchAttr)
+
+
+def _address(buf: bytearray) -> tuple[int, Any]:
+    """The address of a bytearray's storage, and the ctypes view that pins it (keep it alive)."""
+    view = (ctypes.c_char * max(len(buf), 1)).from_buffer(buf) if buf else None
+    return (ctypes.addressof(view) if view is not None else 0), view
+
+
+class _Calls(threading.local):
+    """One thread's call buffers for one map: key, value, next key, and the attrs pointing at them.
+
+    Each command has its own attr because the kernel refuses non-zero bytes past a command's
+    last field (a delete with a value pointer set is EINVAL).
+    """
+
+    def __init__(self, fd: int, key_size: int, value_alloc: int) -> None:
+        self.key = bytearray(key_size)
+        self.value = bytearray(value_alloc)
+        self.next_key = bytearray(key_size)
+        key_addr, self._k = _address(self.key)
+        value_addr, self._v = _address(self.value)
+        next_addr, self._n = _address(self.next_key)
+        self.attr = MapElemAttr(map_fd=fd, key=key_addr, value=value_addr)
+        self.ref = ctypes.byref(self.attr)
+        self.update_attr = MapElemAttr(map_fd=fd, key=key_addr, value=value_addr)
+        self.update_ref = ctypes.byref(self.update_attr)
+        self.delete_attr = MapElemAttr(map_fd=fd, key=key_addr)  # the kernel wants zeros past key
+        self.delete_ref = ctypes.byref(self.delete_attr)
+        self.next_attr = MapElemAttr(map_fd=fd, key=key_addr, value=next_addr)
+        self.next_ref = ctypes.byref(self.next_attr)
+        self.first_attr = MapElemAttr(map_fd=fd, key=0, value=next_addr)
+        self.first_ref = ctypes.byref(self.first_attr)
+
+
+class _Closed:
+    """Stands in for the call buffers of a closed map: any use says so."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise ValueError("operation on a closed map")
+
+
+_CLOSED = _Closed()
+
+
+class Map(MutableMapping):
+    """A BPF map. Create with ``Map.create(spec)``; open with ``from_pin``, ``from_id``, ``from_fd``.
+
+    Keys and values are bytes-like, ``int`` (native order) or the declared ctypes types; lookups
+    return ``bytes`` unless a value type was declared. Per-CPU maps take and return a list.
+    """
+
+    _by_type: ClassVar[dict[int, type[Map]]] = {}
+    map_types: ClassVar[tuple[MapType, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for map_type in cls.map_types:
+            Map._by_type[map_type] = cls
+
+    def __init__(self, fd: int, spec: MapSpec, *, readonly: bool = False) -> None:
+        """Wrap an fd this object now owns; ``spec`` gives the map's shape (as the kernel reports it)."""
+        self._fd = fd
+        self._finalizer = weakref.finalize(self, os.close, fd)
+        self.type: MapType | int = _as_map_type(spec.type)
+        self.key_size: int = spec.key_size or 0
+        self.value_size: int = spec.value_size or 0
+        self.max_entries: int = spec.max_entries
+        self.flags: MapFlags = MapFlags(int(spec.flags) & sum(MapFlags))
+        self.name: str = spec.name
+        self.readonly = readonly
+        self._id: int | None = None
+        self._mmap: _mmap.mmap | None = None
+        self._key = Field(self.key_size, spec.key, "key")
+        value_cls = PerCpuField if is_percpu(self.type) else Field
+        self._value: Field = value_cls(self.value_size, spec.value, "value")
+        value_alloc = getattr(self._value, "total", self.value_size)
+        self._calls: _Calls | _Closed = _Calls(fd, self.key_size, value_alloc)
+        self._value_alloc = value_alloc
+
+    # ---- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, spec: MapSpec | None = None, **fields: Any) -> Map:
+        """Create a map from a ``MapSpec`` or its fields; the spec is validated first.
+
+        ``Map.create`` returns the subclass registered for the type (``SockHash``, ...).
+        """
+        if spec is None:
+            spec = MapSpec(**{**cls._defaults(), **fields})
+        elif fields:
+            spec = spec.copy(**fields)
+        spec.validate()
+        target = cls._class_for(spec.type)
+        target._check_spec(spec)
+        fd = _create_fd(spec)
+        try:
+            new = target(fd, spec)
+            new._fill(spec.contents)
+        except BaseException:
+            if "new" in locals():
+                new.close()
+            else:
+                os.close(fd)
+            raise
+        return new
+
+    @classmethod
+    def _defaults(cls) -> dict[str, Any]:
+        """Spec fields a subclass fills in when ``create`` is called without them."""
+        return {}
+
+    @classmethod
+    def _check_spec(cls, spec: MapSpec) -> None:
+        """Refuse a spec whose type this class does not handle."""
+        if cls.map_types and spec.type not in cls.map_types:
+            names = ", ".join(t.name for t in cls.map_types)
+            raise ValueError(f"MapSpec.type: {cls.__name__} holds {names} maps, not {_type_name(spec.type)}")
+
+    @classmethod
+    def _class_for(cls, map_type: int) -> type[Map]:
+        if cls is Map:
+            return Map._by_type.get(map_type, Map)
+        return cls
+
+    @classmethod
+    def from_fd(cls, fd: int, *, readonly: bool = False) -> Map:
+        """A ``Map`` for a duplicate of ``fd`` (the caller keeps its own fd)."""
+        return cls._from_owned_fd(os.dup(fd), readonly=readonly)
+
+    @classmethod
+    def from_pin(cls, path: str | os.PathLike[str], readonly: bool = False) -> Map:
+        """Open a map pinned in bpffs; ``readonly`` opens it with ``BPF_F_RDONLY``."""
+        flags = FileFlags.RDONLY if readonly else 0
+        fd = commands.obj_get(os.fspath(path), flags, what="map")
+        return cls._from_owned_fd(fd, readonly=readonly)
+
+    @classmethod
+    def from_id(cls, map_id: int, *, readonly: bool = False) -> Map:
+        """Open the map with kernel id ``map_id``."""
+        flags = FileFlags.RDONLY if readonly else 0
+        fd = commands.fd_by_id(Cmd.MAP_GET_FD_BY_ID, map_id, "open map", flags)
+        return cls._from_owned_fd(fd, readonly=readonly)
+
+    @classmethod
+    def _from_owned_fd(cls, fd: int, *, readonly: bool) -> Map:
+        try:
+            info = MapInfo.from_struct(commands.map_info(fd))
+            spec = MapSpec(
+                type=info.type,
+                key_size=info.key_size,
+                value_size=info.value_size,
+                max_entries=info.max_entries,
+                flags=info.flags,
+                name=info.name,
+                map_extra=info.map_extra,
+            )
+            target = cls._class_for(info.type)
+            target._check_spec(spec)
+            new = target(fd, spec, readonly=readonly)
+        except BaseException:
+            os.close(fd)
+            raise
+        new._id = info.id
+        return new
+
+    def _fill(self, contents: Iterable[tuple[Any, Any]]) -> None:
+        for key, value in contents:
+            self.update(key, value)
+
+    # ---- lifetime -----------------------------------------------------------------------------
+
+    @property
+    def fd(self) -> int:
+        """The map's file descriptor (owned by this object); ValueError once closed."""
+        if self._finalizer.alive:
+            return self._fd
+        raise ValueError("operation on a closed map")
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+        return not self._finalizer.alive
+
+    def close(self) -> None:
+        """Close the fd (the map lives on while pinned or used by a program). Idempotent."""
+        if self._finalizer.alive:
+            self._calls = _CLOSED
+            if self._mmap is not None:
+                try:
+                    self._mmap.close()
+                except BufferError:
+                    pass  # views still exported: the mapping goes when they do
+                self._mmap = None
+            self._finalizer()
+
+    def __enter__(self) -> Map:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"fd={self._fd}"
+        return (
+            f"<{type(self).__name__} {self.name!r} {_type_name(self.type)} key={self.key_size} "
+            f"value={self.value_size} max_entries={self.max_entries} {state}>"
+        )
+
+    # ---- identity -----------------------------------------------------------------------------
+
+    @property
+    def id(self) -> int:
+        """The kernel's id for this map."""
+        if self._id is None:
+            self._id = self.info().id
+        return self._id
+
+    def info(self) -> MapInfo:
+        """What the kernel reports about this map (``BPF_OBJ_GET_INFO_BY_FD``)."""
+        return MapInfo.from_struct(commands.map_info(self.fd, self.name))
+
+    def pin(self, path: str | os.PathLike[str]) -> None:
+        """Pin the map at ``path`` in bpffs so it outlives this process."""
+        commands.obj_pin(self.fd, os.fspath(path), what=f"map {self.name!r}" if self.name else "map")
+
+    def freeze(self) -> None:
+        """Make the map read-only for user space (programs may still write it)."""
+        commands.map_freeze(self.fd, self.name)
+
+    # ---- element operations -------------------------------------------------------------------
+
+    def lookup(self, key: Any) -> Any:
+        """The value at ``key``; ``KeyNotFoundError`` (a ``KeyError``) when absent."""
+        calls = self._calls
+        self._key.put(calls.key, 0, key)
+        if raw(NR_BPF, 1, calls.ref, _ELEM_SIZE) < 0:
+            raise self._error("lookup", get_errno(), key)
+        return self._value.decode(calls.value)
+
+    def update(self, key: Any, value: Any, flags: UpdateFlags | int = UpdateFlags.ANY) -> None:
+        """Set ``key`` to ``value``; ``flags`` is ``UpdateFlags`` (ANY, NOEXIST, EXIST, LOCK)."""
+        calls = self._calls
+        self._key.put(calls.key, 0, key)
+        self._put_value(calls.value, value)
+        calls.update_attr.flags = flags
+        if raw(NR_BPF, 2, calls.update_ref, _ELEM_SIZE) < 0:
+            raise self._error("update", get_errno(), key)
+
+    def delete(self, key: Any) -> None:
+        """Remove ``key``; ``KeyNotFoundError`` when absent."""
+        calls = self._calls
+        self._key.put(calls.key, 0, key)
+        if raw(NR_BPF, 3, calls.delete_ref, _ELEM_SIZE) < 0:
+            raise self._error("delete", get_errno(), key)
+
+    def lookup_and_delete(self, key: Any) -> Any:
+        """Remove ``key`` and return its value, in one step."""
+        calls = self._calls
+        self._key.put(calls.key, 0, key)
+        if raw(NR_BPF, 21, calls.ref, _ELEM_SIZE) < 0:
+            raise self._error("lookup_and_delete", get_errno(), key)
+        return self._value.decode(calls.value)
+
+    def _put_value(self, buf: bytearray, value: Any) -> None:
+        """Encode a value for an update (subclasses turn sockets and maps into fds here)."""
+        self._value.put(buf, 0, value)
+
+    def _error(self, op: str, code: int, key: Any = _MISSING) -> BPFError:
+        """What an errno from an element operation means for this map type."""
+        kind = _type_name(self.type)
+        where = f"{op} on map {self.name!r}" if self.name else f"{op} on {kind} map"
+        key_text = "" if key is _MISSING else f"key {key!r}: "
+        if code == errno.ENOENT:
+            return KeyNotFoundError(code, where, message=f"{key_text}no such element")
+        if code == errno.EEXIST:
+            return KeyExistsError(code, where, message=f"{key_text}already exists (NOEXIST given)")
+        if code == errno.E2BIG:
+            if self.type in _INDEXED:
+                return IndexOutOfRangeError(code, where, message=f"{key_text}index out of range (max_entries {self.max_entries})")
+            return MapFullError(code, where, message=f"{key_text}map is full (max_entries {self.max_entries})")
+        if code in (errno.EPERM, errno.EACCES) and op != "create":
+            return PermissionDeniedError(
+                code, where, hint="the map is frozen or read-only (RDONLY flag or opened read-only), or the process lacks CAP_BPF"
+            )
+        if code in (ENOTSUPP, errno.EOPNOTSUPP) or (code == errno.EINVAL and op == "delete" and self.type in _NO_DELETE):
+            return NotSupportedError(code, where, message=f"{kind} maps do not support {op}")
+        return error_for(code, where)
+
+    # ---- iteration ----------------------------------------------------------------------------
+
+    def _next_key_bytes(self, prev: bytes | None) -> bytes | None:
+        """``BPF_MAP_GET_NEXT_KEY``: the key after ``prev`` (the first key when None), or None at the end."""
+        calls = self._calls
+        if prev is None:
+            ret = raw(NR_BPF, 4, calls.first_ref, _ELEM_SIZE)
+        else:
+            calls.key[:] = prev
+            ret = raw(NR_BPF, 4, calls.next_ref, _ELEM_SIZE)
+        if ret < 0:
+            code = get_errno()
+            if code == errno.ENOENT:
+                return None
+            raise self._error("get_next_key", code)
+        return bytes(calls.next_key)
+
+    def _iter_key_bytes(self) -> Iterator[bytes]:
+        """Every key once, by ``get_next_key``; robust to concurrent deletion.
+
+        The kernel restarts from the first key when the previous one was deleted, so keys already
+        seen are skipped; a walk that finds nothing new for two map-sizes of steps stops.
+        """
+        if self.type in _KEYLESS:
+            raise NotSupportedError(errno.EOPNOTSUPP, f"iterate {_type_name(self.type)} map", self.name,
+                                    message=f"{_type_name(self.type)} maps have no keys")
+        seen: set[bytes] = set()
+        prev: bytes | None = None
+        patience = 2 * self.max_entries + 2  # steps allowed without finding an unseen key
+        while patience > 0:
+            patience -= 1
+            key = self._next_key_bytes(prev)
+            if key is None:
+                return
+            prev = key
+            if key not in seen:
+                seen.add(key)
+                patience = 2 * self.max_entries + 2
+                yield key
+
+    def keys(self) -> Iterator[Any]:  # type: ignore[override]
+        """Every key, by batch lookup where the type supports it, else by ``get_next_key``."""
+        if self.type in _BATCH:
+            for key, _ in self.lookup_batch():
+                yield key
+            return
+        decode = self._key.decode
+        for raw_key in self._iter_key_bytes():
+            yield decode(raw_key)
+
+    def __iter__(self) -> Iterator[Any]:
+        return self.keys()
+
+    def items(self) -> Iterator[tuple[Any, Any]]:  # type: ignore[override]
+        """Every ``(key, value)``: batch lookups where supported (far fewer syscalls)."""
+        if self.type in _BATCH:
+            yield from self.lookup_batch()
+            return
+        decode = self._key.decode
+        for raw_key in self._iter_key_bytes():
+            try:
+                value = self.lookup(raw_key)
+            except KeyNotFoundError:
+                continue  # deleted meanwhile
+            yield decode(raw_key), value
+
+    def values(self) -> Iterator[Any]:  # type: ignore[override]
+        """Every value (see ``items``)."""
+        for _, value in self.items():
+            yield value
+
+    def __len__(self) -> int:
+        """Number of elements (counts by iterating: O(n) syscalls in batch)."""
+        return sum(1 for _ in self.keys())
+
+    def clear(self) -> None:
+        """Remove every element: batched lookup-and-delete where supported, never quadratic."""
+        if self.type in _NO_DELETE:
+            raise NotSupportedError(errno.EINVAL, "clear", self.name, message=f"{_type_name(self.type)} maps do not support delete")
+        if self.type in _BATCH_DELETE:
+            for _ in self.lookup_batch(delete=True):
+                pass
+            return
+        for key in list(self._iter_key_bytes()):
+            try:
+                self.delete(key)
+            except KeyNotFoundError:
+                pass
+
+    # ---- mapping protocol ---------------------------------------------------------------------
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.lookup(key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.update(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self.delete(key)
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            self.lookup(key)
+        except KeyNotFoundError:
+            return False
+        return True
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        """The value at ``key``, or ``default``."""
+        try:
+            return self.lookup(key)
+        except KeyNotFoundError:
+            return default
+
+    __hash__ = object.__hash__  # a live object, not a value: identity semantics
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    # ---- batch operations ---------------------------------------------------------------------
+
+    def _batch_buffers(self, count: int) -> tuple[bytearray, bytearray]:
+        return bytearray(self.key_size * count), bytearray(self._value_alloc * count)
+
+    def update_batch(self, keys: Iterable[Any], values: Iterable[Any], flags: UpdateFlags | int = UpdateFlags.ANY) -> int:
+        """Write many elements in one syscall; returns how many were written.
+
+        The kernel's batch update knows only ``ANY`` and ``LOCK`` (NOEXIST/EXIST are per element).
+        """
+        if int(flags) & ~UpdateFlags.LOCK:
+            raise ValueError(f"update_batch: flags may be UpdateFlags.ANY or LOCK, not {UpdateFlags(flags)!r}")
+        keys, values = list(keys), list(values)
+        if len(keys) != len(values):
+            raise ValueError(f"update_batch: {len(keys)} keys but {len(values)} values")
+        if not keys:
+            return 0
+        kbuf, vbuf = self._batch_buffers(len(keys))
+        ks, vs = self.key_size, self._value_alloc
+        for i, (key, value) in enumerate(zip(keys, values)):
+            self._key.put(kbuf, i * ks, key)
+            self._put_value_at(vbuf, i * vs, value)
+        return self._run_batch(Cmd.MAP_UPDATE_BATCH, "update_batch", kbuf, vbuf, len(keys), flags)
+
+    def _put_value_at(self, buf: bytearray, offset: int, value: Any) -> None:
+        if offset == 0 and len(buf) == self._value_alloc:
+            self._put_value(buf, value)
+            return
+        tmp = bytearray(self._value_alloc)
+        self._put_value(tmp, value)
+        buf[offset : offset + self._value_alloc] = tmp
+
+    def delete_batch(self, keys: Iterable[Any]) -> int:
+        """Delete many keys in one syscall; returns how many were deleted."""
+        keys = list(keys)
+        if not keys:
+            return 0
+        kbuf = bytearray(self.key_size * len(keys))
+        for i, key in enumerate(keys):
+            self._key.put(kbuf, i * self.key_size, key)
+        return self._run_batch(Cmd.MAP_DELETE_BATCH, "delete_batch", kbuf, None, len(keys), 0)
+
+    def _run_batch(self, cmd: int, op: str, kbuf: bytearray, vbuf: bytearray | None, count: int, flags: int) -> int:
+        kaddr, _kpin = _address(kbuf)
+        vaddr, _vpin = _address(vbuf) if vbuf is not None else (0, None)
+        attr = MapBatchAttr(keys=kaddr, values=vaddr, count=count, map_fd=self.fd, elem_flags=flags)
+        if raw(NR_BPF, cmd, ctypes.byref(attr), _BATCH_SIZE) < 0:
+            code = get_errno()
+            err = self._error(op, code)
+            err.done = attr.count  # type: ignore[attr-defined]
+            raise err
+        return attr.count
+
+    def lookup_batch(self, batch_size: int = 256, *, delete: bool = False) -> Iterator[tuple[Any, Any]]:
+        """Yield every ``(key, value)`` using ``BPF_MAP_LOOKUP_BATCH`` (``delete``: and remove them)."""
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, not {batch_size}")
+        cmd = Cmd.MAP_LOOKUP_AND_DELETE_BATCH if delete else Cmd.MAP_LOOKUP_BATCH
+        op = "lookup_and_delete_batch" if delete else "lookup_batch"
+        fd = self.fd
+        token_size = max(self.key_size, 8)
+        in_tok, out_tok = bytearray(token_size), bytearray(token_size)
+        in_addr, _pin_in = _address(in_tok)
+        out_addr, _pin_out = _address(out_tok)
+        first = True
+        count = min(batch_size, self.max_entries) or 1
+        kbuf, vbuf = self._batch_buffers(count)
+        kaddr, _kpin = _address(kbuf)
+        vaddr, _vpin = _address(vbuf)
+        ks, vs = self.key_size, self._value_alloc
+        decode_key, decode_value = self._key.decode, self._value.decode
+        while True:
+            attr = MapBatchAttr(
+                in_batch=0 if first else in_addr, out_batch=out_addr, keys=kaddr, values=vaddr, count=count, map_fd=fd
+            )
+            ret = raw(NR_BPF, cmd, ctypes.byref(attr), _BATCH_SIZE)
+            code = get_errno() if ret < 0 else 0
+            if ret < 0 and code == errno.ENOSPC and attr.count == 0:
+                count *= 2  # a bucket holds more than a batch: grow and retry
+                kbuf, vbuf = self._batch_buffers(count)
+                kaddr, _kpin = _address(kbuf)
+                vaddr, _vpin = _address(vbuf)
+                continue
+            if ret < 0 and code != errno.ENOENT:
+                raise self._error(op, code)
+            got = attr.count
+            keys_view, values_view = bytes(kbuf[: got * ks]), bytes(vbuf[: got * vs])
+            for i in range(got):
+                yield decode_key(keys_view[i * ks : (i + 1) * ks]), decode_value(values_view[i * vs : (i + 1) * vs])
+            if ret < 0:  # ENOENT: that was the last batch
+                return
+            in_tok[:] = out_tok
+            first = False
+
+    # ---- memory-mapped arrays -----------------------------------------------------------------
+
+    def mmap(self) -> memoryview:
+        """The values of an ARRAY created with ``MapFlags.MMAPABLE`` as one writable buffer.
+
+        Element ``i`` starts at ``i * stride`` (``stride`` = value size rounded up to 8); reads
+        and writes through it cost no syscall. Read-only when the map is frozen or opened so.
+        """
+        if self.type != MapType.ARRAY or not self.flags & MapFlags.MMAPABLE:
+            raise NotSupportedError(errno.EINVAL, "mmap", self.name, message="only ARRAY maps created with MapFlags.MMAPABLE can be mapped")
+        if self._mmap is None:
+            size = self.stride * self.max_entries
+            size = (size + _mmap.PAGESIZE - 1) // _mmap.PAGESIZE * _mmap.PAGESIZE
+            writable = not self.readonly and not self.flags & MapFlags.RDONLY
+            prot = _mmap.PROT_READ | (_mmap.PROT_WRITE if writable else 0)
+            try:
+                self._mmap = _mmap.mmap(self.fd, size, _mmap.MAP_SHARED, prot)
+            except PermissionError as err:
+                if not writable:
+                    raise
+                self._mmap = _mmap.mmap(self.fd, size, _mmap.MAP_SHARED, _mmap.PROT_READ)  # frozen map
+                del err
+        return memoryview(self._mmap)[: self.stride * self.max_entries]
+
+    @property
+    def stride(self) -> int:
+        """Distance in bytes between consecutive values in ``mmap()`` and per-CPU values."""
+        return (self.value_size + 7) & ~7
+
+
+def _as_map_type(value: int) -> MapType | int:
+    try:
+        return MapType(value)
+    except ValueError:
+        return value
+
+
+def _type_name(value: int) -> str:
+    try:
+        return MapType(value).name
+    except ValueError:
+        return f"type {value}"
+
+
+def _create_fd(spec: MapSpec) -> int:
+    """``BPF_MAP_CREATE`` for a validated spec (creating and closing the inner template if any)."""
+    attr = MapCreateAttr(
+        map_type=spec.type,
+        key_size=spec.key_size or 0,
+        value_size=spec.value_size or 0,
+        max_entries=spec.max_entries,
+        map_flags=spec.create_flags,
+        numa_node=spec.numa_node or 0,
+        map_name=spec.name.encode(),
+        map_ifindex=spec.ifindex,
+        map_extra=spec.map_extra,
+    )
+    inner_fd = -1
+    try:
+        if spec.inner_map is not None:
+            inner_fd = _create_fd(spec.inner_map)
+            attr.inner_map_fd = inner_fd
+        try:
+            return commands.map_create(attr, spec.name)
+        except BPFError as err:
+            raise _create_error(spec, err) from None
+    finally:
+        if inner_fd >= 0:
+            os.close(inner_fd)
+
+
+def _create_error(spec: MapSpec, err: BPFError) -> BPFError:
+    """Say why a create failed in the user's terms, keeping the errno."""
+    kind = _type_name(spec.type)
+    code = err.errno
+    what = f"create {kind} map"
+    if code == errno.EINVAL:
+        return error_for(code, what, spec.name, message="the kernel refused the attributes (sizes, flags or map_extra) for this type")
+    if code in (ENOTSUPP, errno.EOPNOTSUPP):
+        return NotSupportedError(code, what, spec.name, message=f"this kernel cannot create {kind} maps with these options")
+    if code == errno.ENOMEM:
+        return error_for(code, what, spec.name, message=f"not enough memory for {spec.max_entries} entries")
+    return error_for(code, what, spec.name)
