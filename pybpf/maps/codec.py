@@ -44,6 +44,11 @@ class Field:
         self._int = struct.Struct("=" + (fmt.lower() if signed else fmt)) if fmt else None
         self._signed = signed
         self.decode: Callable[[Any], Any] = self._decoder()
+        self.unpack_int = self._int.unpack_from if (self._int is not None and _is_int_ctype(ctype) and ctype._type_ != "?") else None
+        """``struct`` unpack of a declared integer type (``decode`` is ``unpack_int(buf)[0]``)."""
+        self.fast_put: Callable[[Any, int, Any], None] = self._int.pack_into if self._int is not None else self.put
+        """``put`` for the common case: packs an ``int`` directly; anything else raises
+        ``struct.error`` and the caller falls back to ``put`` (which checks and explains)."""
 
     def put(self, buf: bytearray | memoryview, offset: int, obj: Any) -> None:
         """Write ``obj`` at ``offset`` of ``buf``; ValueError/TypeError for a wrong size or range."""
@@ -82,6 +87,26 @@ class Field:
             raise ValueError(f"{self.what} must be {self.size} bytes, got {len(data)}")
         return data
 
+    def put_many(self, buf: bytearray, items: Sequence[Any], stride: int) -> None:
+        """Write ``items`` back to back, ``stride`` bytes apart; all ints in one ``struct`` call when possible."""
+        if self._int is not None and stride == self.size:
+            try:
+                struct.pack_into(f"={len(items)}{self._int.format[-1]}", buf, 0, *items)
+                return
+            except struct.error:
+                pass  # not all plain ints in range: go element by element for a precise error
+        for i, item in enumerate(items):
+            self.put(buf, i * stride, item)
+
+    def decode_many(self, buf: bytes, count: int, stride: int) -> list[Any]:
+        """``count`` elements back to back, ``stride`` bytes apart, decoded."""
+        if self.unpack_int is not None and stride == self.size:
+            return list(struct.unpack_from(f"={count}{self._int.format[-1]}", buf))  # type: ignore[union-attr]
+        if self.ctype is None and stride == self.size:
+            return [buf[i : i + stride] for i in range(0, count * stride, stride)]
+        decode, view = self.decode, memoryview(buf)
+        return [decode(view[i * stride : (i + 1) * stride]) for i in range(count)]
+
     def _range_error(self, obj: int) -> None:
         bits = self.size * 8
         lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if self._signed else (0, (1 << bits) - 1)
@@ -105,6 +130,8 @@ class PerCpuField(Field):
         self.cpus = possible_cpus()
         self.stride = (size + 7) & ~7
         self.total = self.stride * self.cpus
+        self.fast_put = self.put
+        self.unpack_int = None
         one = self.decode
         stride, size_ = self.stride, size
         self.decode = lambda buf: [one(bytes(memoryview(buf)[i * stride : i * stride + size_])) for i in range(self.cpus)]

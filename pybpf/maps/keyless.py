@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 from typing import Any, NoReturn
 
@@ -17,8 +18,8 @@ class _Keyless(Map):
     def _call(self, cmd: int, op: str, flags: int = 0) -> None:
         calls = self._calls
         if cmd == 2:
-            calls.update_attr.flags = flags
-            ref = calls.update_ref
+            calls.flagged_attr.flags = flags
+            ref = ctypes.byref(calls.flagged_attr)
         else:
             ref = calls.ref
         if raw(NR_BPF, cmd, ref, _ELEM_SIZE) < 0:

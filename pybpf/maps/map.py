@@ -10,6 +10,7 @@ import ctypes
 import errno
 import mmap as _mmap
 import os
+import struct
 import threading
 import weakref
 from collections.abc import Iterable, Iterator, MutableMapping
@@ -58,29 +59,93 @@ def _address(buf: bytearray) -> tuple[int, Any]:
 
 
 class _Calls(threading.local):
-    """One thread's call buffers for one map: key, value, next key, and the attrs pointing at them.
+    """One thread's call buffers for one map (key, value, next key, an attr per command) and the
+    element operations as closures over them: the hot path touches only locals.
 
     Each command has its own attr because the kernel refuses non-zero bytes past a command's
     last field (a delete with a value pointer set is EINVAL).
     """
 
-    def __init__(self, fd: int, key_size: int, value_alloc: int) -> None:
-        self.key = bytearray(key_size)
-        self.value = bytearray(value_alloc)
-        self.next_key = bytearray(key_size)
+    def __init__(self, owner: weakref.ref[Map], fd: int, key: Field, value: Field, value_alloc: int) -> None:
+        self.key = kbuf = bytearray(key.size)
+        self.value = vbuf = bytearray(value_alloc)
+        self.next_key = bytearray(key.size)
         key_addr, self._k = _address(self.key)
         value_addr, self._v = _address(self.value)
         next_addr, self._n = _address(self.next_key)
         self.attr = MapElemAttr(map_fd=fd, key=key_addr, value=value_addr)
-        self.ref = ctypes.byref(self.attr)
-        self.update_attr = MapElemAttr(map_fd=fd, key=key_addr, value=value_addr)
-        self.update_ref = ctypes.byref(self.update_attr)
-        self.delete_attr = MapElemAttr(map_fd=fd, key=key_addr)  # the kernel wants zeros past key
-        self.delete_ref = ctypes.byref(self.delete_attr)
+        self.ref = ref = ctypes.byref(self.attr)
+        self.update_attr = MapElemAttr(map_fd=fd, key=key_addr, value=value_addr)  # flags stay ANY
+        self.update_ref = upd_ref = ctypes.byref(self.update_attr)
+        self.flagged_attr = flagged = MapElemAttr(map_fd=fd, key=key_addr, value=value_addr)
+        flagged_ref = ctypes.byref(flagged)
+        self.delete_attr = MapElemAttr(map_fd=fd, key=key_addr)
+        self.delete_ref = del_ref = ctypes.byref(self.delete_attr)
         self.next_attr = MapElemAttr(map_fd=fd, key=key_addr, value=next_addr)
         self.next_ref = ctypes.byref(self.next_attr)
         self.first_attr = MapElemAttr(map_fd=fd, key=0, value=next_addr)
         self.first_ref = ctypes.byref(self.first_attr)
+
+        put_key, fast_key = key.put, key.fast_put
+        decode = value.decode
+        map_cls = type(owner())
+        if map_cls._put_value is Map._put_value:
+            put_value, fast_value = value.put, value.fast_put
+        else:
+            def put_value(buf: bytearray, offset: int, obj: Any) -> None:
+                owner()._put_value(buf, obj)  # type: ignore[union-attr]
+
+            fast_value = put_value
+
+        def fail(op: str, obj: Any) -> BPFError:
+            return owner()._error(op, get_errno(), obj)  # type: ignore[union-attr]
+
+        def lookup(k: Any) -> Any:
+            try:
+                fast_key(kbuf, 0, k)
+            except struct.error:
+                put_key(kbuf, 0, k)
+            if raw(NR_BPF, 1, ref, _ELEM_SIZE) < 0:
+                raise fail("lookup", k)
+            return decode(vbuf)
+
+        if value.unpack_int is not None:  # the common u32/u64 value: decode inline
+            unpack = value.unpack_int
+
+            def lookup(k: Any) -> Any:  # noqa: F811 - the specialised twin of the above
+                try:
+                    fast_key(kbuf, 0, k)
+                except struct.error:
+                    put_key(kbuf, 0, k)
+                if raw(NR_BPF, 1, ref, _ELEM_SIZE) < 0:
+                    raise fail("lookup", k)
+                return unpack(vbuf)[0]
+
+        def update(k: Any, v: Any, flags: int) -> None:
+            try:
+                fast_key(kbuf, 0, k)
+            except struct.error:
+                put_key(kbuf, 0, k)
+            try:
+                fast_value(vbuf, 0, v)
+            except struct.error:
+                put_value(vbuf, 0, v)
+            if flags:
+                flagged.flags = flags
+                if raw(NR_BPF, 2, flagged_ref, _ELEM_SIZE) < 0:
+                    raise fail("update", k)
+            elif raw(NR_BPF, 2, upd_ref, _ELEM_SIZE) < 0:
+                raise fail("update", k)
+
+        def delete(k: Any) -> None:
+            try:
+                fast_key(kbuf, 0, k)
+            except struct.error:
+                put_key(kbuf, 0, k)
+            if raw(NR_BPF, 3, del_ref, _ELEM_SIZE) < 0:
+                raise fail("delete", k)
+
+        self.lookup, self.update, self.delete = lookup, update, delete
 
 
 class _Closed:
@@ -125,7 +190,7 @@ class Map(MutableMapping):
         value_cls = PerCpuField if is_percpu(self.type) else Field
         self._value: Field = value_cls(self.value_size, spec.value, "value")
         value_alloc = getattr(self._value, "total", self.value_size)
-        self._calls: _Calls | _Closed = _Calls(fd, self.key_size, value_alloc)
+        self._calls: _Calls | _Closed = _Calls(weakref.ref(self), fd, self._key, self._value, value_alloc)
         self._value_alloc = value_alloc
 
     # ---- construction -------------------------------------------------------------------------
@@ -282,27 +347,15 @@ class Map(MutableMapping):
 
     def lookup(self, key: Any) -> Any:
         """The value at ``key``; ``KeyNotFoundError`` (a ``KeyError``) when absent."""
-        calls = self._calls
-        self._key.put(calls.key, 0, key)
-        if raw(NR_BPF, 1, calls.ref, _ELEM_SIZE) < 0:
-            raise self._error("lookup", get_errno(), key)
-        return self._value.decode(calls.value)
+        return self._calls.lookup(key)
 
     def update(self, key: Any, value: Any, flags: UpdateFlags | int = UpdateFlags.ANY) -> None:
         """Set ``key`` to ``value``; ``flags`` is ``UpdateFlags`` (ANY, NOEXIST, EXIST, LOCK)."""
-        calls = self._calls
-        self._key.put(calls.key, 0, key)
-        self._put_value(calls.value, value)
-        calls.update_attr.flags = flags
-        if raw(NR_BPF, 2, calls.update_ref, _ELEM_SIZE) < 0:
-            raise self._error("update", get_errno(), key)
+        self._calls.update(key, value, flags)
 
     def delete(self, key: Any) -> None:
         """Remove ``key``; ``KeyNotFoundError`` when absent."""
-        calls = self._calls
-        self._key.put(calls.key, 0, key)
-        if raw(NR_BPF, 3, calls.delete_ref, _ELEM_SIZE) < 0:
-            raise self._error("delete", get_errno(), key)
+        self._calls.delete(key)
 
     def lookup_and_delete(self, key: Any) -> Any:
         """Remove ``key`` and return its value, in one step."""
@@ -474,19 +527,15 @@ class Map(MutableMapping):
         if not keys:
             return 0
         kbuf, vbuf = self._batch_buffers(len(keys))
-        ks, vs = self.key_size, self._value_alloc
-        for i, (key, value) in enumerate(zip(keys, values)):
-            self._key.put(kbuf, i * ks, key)
-            self._put_value_at(vbuf, i * vs, value)
+        self._key.put_many(kbuf, keys, self.key_size)
+        if type(self)._put_value is Map._put_value:
+            self._value.put_many(vbuf, values, self._value_alloc)
+        else:
+            one = bytearray(self._value_alloc)
+            for i, value in enumerate(values):
+                self._put_value(one, value)
+                vbuf[i * len(one) : (i + 1) * len(one)] = one
         return self._run_batch(Cmd.MAP_UPDATE_BATCH, "update_batch", kbuf, vbuf, len(keys), flags)
-
-    def _put_value_at(self, buf: bytearray, offset: int, value: Any) -> None:
-        if offset == 0 and len(buf) == self._value_alloc:
-            self._put_value(buf, value)
-            return
-        tmp = bytearray(self._value_alloc)
-        self._put_value(tmp, value)
-        buf[offset : offset + self._value_alloc] = tmp
 
     def delete_batch(self, keys: Iterable[Any]) -> int:
         """Delete many keys in one syscall; returns how many were deleted."""
@@ -494,8 +543,7 @@ class Map(MutableMapping):
         if not keys:
             return 0
         kbuf = bytearray(self.key_size * len(keys))
-        for i, key in enumerate(keys):
-            self._key.put(kbuf, i * self.key_size, key)
+        self._key.put_many(kbuf, keys, self.key_size)
         return self._run_batch(Cmd.MAP_DELETE_BATCH, "delete_batch", kbuf, None, len(keys), 0)
 
     def _run_batch(self, cmd: int, op: str, kbuf: bytearray, vbuf: bytearray | None, count: int, flags: int) -> int:
@@ -509,7 +557,7 @@ class Map(MutableMapping):
             raise err
         return attr.count
 
-    def lookup_batch(self, batch_size: int = 256, *, delete: bool = False) -> Iterator[tuple[Any, Any]]:
+    def lookup_batch(self, batch_size: int = 4096, *, delete: bool = False) -> Iterator[tuple[Any, Any]]:
         """Yield every ``(key, value)`` using ``BPF_MAP_LOOKUP_BATCH`` (``delete``: and remove them)."""
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, not {batch_size}")
@@ -526,7 +574,7 @@ class Map(MutableMapping):
         kaddr, _kpin = _address(kbuf)
         vaddr, _vpin = _address(vbuf)
         ks, vs = self.key_size, self._value_alloc
-        decode_key, decode_value = self._key.decode, self._value.decode
+        keys_of, values_of = self._key.decode_many, self._value.decode_many
         while True:
             attr = MapBatchAttr(
                 in_batch=0 if first else in_addr, out_batch=out_addr, keys=kaddr, values=vaddr, count=count, map_fd=fd
@@ -542,9 +590,7 @@ class Map(MutableMapping):
             if ret < 0 and code != errno.ENOENT:
                 raise self._error(op, code)
             got = attr.count
-            keys_view, values_view = bytes(kbuf[: got * ks]), bytes(vbuf[: got * vs])
-            for i in range(got):
-                yield decode_key(keys_view[i * ks : (i + 1) * ks]), decode_value(values_view[i * vs : (i + 1) * vs])
+            yield from zip(keys_of(bytes(kbuf[: got * ks]), got, ks), values_of(bytes(vbuf[: got * vs]), got, vs))
             if ret < 0:  # ENOENT: that was the last batch
                 return
             in_tok[:] = out_tok
