@@ -1,0 +1,1 @@
+"""Applications built on the public API only: the demo, the splice proxy, reuseport restart."""

@@ -1,0 +1,75 @@
+"""``pybpf demo``: each kind of map doing its job live on this kernel, then a summary table.
+
+Every step uses only the public API, cleans up after itself, and reports one line.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pybpf
+
+
+@dataclass
+class StepResult:
+    """One line of the summary: what ran, whether it worked, and what it showed."""
+
+    name: str
+    ok: bool
+    detail: str
+    seconds: float
+
+
+def _hash_map() -> str:
+    n = 100_000
+    with pybpf.Map.create(type=pybpf.MapType.HASH, key=ctypes.c_uint32, value=ctypes.c_uint64, max_entries=n, name="demo_hash") as m:
+        t0 = time.perf_counter()
+        m.update_batch(range(n), (i * i for i in range(n)))
+        t1 = time.perf_counter()
+        total = sum(v for _, v in m.items())
+        t2 = time.perf_counter()
+        assert total == sum(i * i for i in range(n))
+        m[7] = 49
+        assert m[7] == 49 and 7 in m
+        return f"id {m.id}: {n} entries written in {1e3 * (t1 - t0):.0f} ms (batch), read back in {1e3 * (t2 - t1):.0f} ms"
+
+
+def _sockhash() -> str:
+    with socket.create_server(("127.0.0.1", 0)) as listener, pybpf.SockHash.create(16, key_size=8) as sh:
+        with socket.create_connection(listener.getsockname()) as client:
+            server, _ = listener.accept()
+            with server:
+                sh[1] = client
+                sh[2] = server
+                ok = sh[1] == pybpf.socket_cookie(client) and sh[2] == pybpf.socket_cookie(server)
+                assert ok, "cookies differ"
+                return f"id {sh.id}: a loopback TCP pair inserted, cookies {sh[1]} and {sh[2]} match SO_COOKIE"
+
+
+STEPS: list[tuple[str, Callable[[], str]]] = [
+    ("HASH map", _hash_map),
+    ("SOCKHASH", _sockhash),
+]
+
+
+def run(steps: list[tuple[str, Callable[[], str]]] | None = None, out: Callable[[str], None] = print) -> list[StepResult]:
+    """Run every step, printing a line each and a summary table; return the results."""
+    results = []
+    for name, step in steps or STEPS:
+        t0 = time.perf_counter()
+        try:
+            detail, ok = step(), True
+        except Exception as err:  # noqa: BLE001 - a demo step reports its failure and the demo goes on
+            detail, ok = f"{type(err).__name__}: {err}", False
+        results.append(StepResult(name, ok, detail, time.perf_counter() - t0))
+        out(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
+    width = max(len(r.name) for r in results)
+    out("")
+    out(f"{'step':{width}}  result  time")
+    for r in results:
+        out(f"{r.name:{width}}  {'ok' if r.ok else 'FAIL':6}  {r.seconds:5.2f}s")
+    return results

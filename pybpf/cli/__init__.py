@@ -1,0 +1,35 @@
+"""The ``pybpf`` command: bpftool-like verbs on maps, and the applications."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import BPFError
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ..apps import demo
+
+    results = demo.run()
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pybpf", description="eBPF maps, socket maps and AF_XDP from Python")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="show each socket map doing its job on this kernel")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command; errors are one line on stderr and a non-zero exit, never a traceback."""
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (BPFError, OSError, ValueError, TypeError) as err:
+        print(f"pybpf: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
