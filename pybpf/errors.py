@@ -14,8 +14,8 @@ ENOTSUPP = 524
 """The kernel-internal "operation not supported" errno; Python's ``errno`` module has no name."""
 
 _HINTS = {
-    _errno.EPERM: "needs CAP_BPF (and CAP_NET_ADMIN for networking programs), or root",
-    _errno.EACCES: "needs CAP_BPF (and CAP_NET_ADMIN for networking programs), or root",
+    _errno.EPERM: "needs CAP_BPF (plus CAP_NET_ADMIN for networking programs), or CAP_SYS_ADMIN",
+    _errno.EACCES: "needs CAP_BPF (plus CAP_NET_ADMIN for networking programs), or CAP_SYS_ADMIN",
     ENOTSUPP: "the kernel does not support this operation for this object",
     _errno.EOPNOTSUPP: "the kernel does not support this operation for this object",
 }
