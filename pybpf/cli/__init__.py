@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from .. import BPFError
+from . import maps
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -17,9 +18,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pybpf", description="eBPF maps, socket maps and AF_XDP from Python")
+    parser.add_argument("--json", "-j", action="store_true", help="JSON output shaped like bpftool's")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="show each socket map doing its job on this kernel")
     demo.set_defaults(func=_demo)
+    maps.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,75 @@
+"""The ``pybpf`` command driven as a user would: subprocesses, JSON compared with bpftool's."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def pybpf(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run([sys.executable, "-m", "pybpf", *args], capture_output=True, text=True, timeout=120)
+    if check:
+        assert out.returncode == 0, out.stderr
+    return out
+
+
+def bpftool(*args: str) -> str:
+    out = subprocess.run(["bpftool", *args], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_map_verbs_match_bpftool(pin_dir: Path) -> None:
+    path = str(pin_dir / "cli")
+    pybpf("map", "create", path, "type", "hash", "key", "4", "value", "8", "entries", "8", "name", "cli_map")
+    pybpf("map", "update", "pinned", path, "key", "1", "0", "0", "0", "value", "hex", "02", "00", "00", "00", "00", "00", "00", "00")
+    pybpf("map", "update", "pinned", path, "key", "0x03", "0", "0", "0", "value", "4", "0", "0", "0", "0", "0", "0", "0", "noexist")
+    ours = json.loads(pybpf("--json", "map", "show", "pinned", path).stdout)
+    theirs = json.loads(bpftool("-j", "map", "show", "pinned", path))
+    for field in ("id", "type", "name", "flags", "bytes_key", "bytes_value", "max_entries", "frozen"):
+        assert ours[field] == theirs[field], field
+    dumped = json.loads(pybpf("--json", "map", "dump", "name", "cli_map").stdout)
+    assert sorted(map(json.dumps, dumped)) == sorted(map(json.dumps, json.loads(bpftool("-j", "map", "dump", "pinned", path))))
+    got = json.loads(pybpf("-j", "map", "lookup", "id", str(ours["id"]), "key", "1", "0", "0", "0").stdout)
+    assert got["value"][0] == "0x02"
+    pybpf("map", "delete", "pinned", path, "key", "1", "0", "0", "0")
+    assert "Found 1 element" in pybpf("map", "dump", "pinned", path).stdout
+    pybpf("map", "freeze", "pinned", path)
+    assert json.loads(pybpf("-j", "map", "show", "pinned", path).stdout)["frozen"] == 1
+    listed = json.loads(pybpf("-j", "map", "list").stdout)
+    assert any(r["id"] == ours["id"] for r in listed)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["map", "lookup", "pinned", "/sys/fs/bpf/definitely-not-here", "key", "1"], "No such file"),
+        (["map", "create", "/sys/fs/bpf/x", "type", "bogus"], "unknown map type"),
+        (["map", "create", "/sys/fs/bpf/x", "type", "sockmap", "key", "8", "value", "8", "entries", "1"], "MapSpec.key_size"),
+        (["map", "show", "id", "abc"], "not a number"),
+        (["map", "show", "name", "no_such_map_here"], "no map named"),
+        (["map", "dump", "sideways", "1"], "expected 'id', 'pinned' or 'name'"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(args: list[str], words: str) -> None:
+    out = pybpf(*args, check=False)
+    assert out.returncode != 0
+    assert words in out.stderr and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+
+
+def test_missing_key_is_a_clear_error(pin_dir: Path) -> None:
+    path = str(pin_dir / "m")
+    pybpf("map", "create", path, "type", "array", "key", "4", "value", "4", "entries", "2")
+    out = pybpf("map", "lookup", "pinned", path, "key", "9", "0", "0", "0", check=False)
+    assert out.returncode == 1 and "no such element" in out.stderr
+    short = pybpf("map", "lookup", "pinned", path, "key", "9", check=False)
+    assert "expected 4 bytes of key" in short.stderr
+
+
+def test_demo_runs() -> None:
+    out = pybpf("demo")
+    assert "FAIL" not in out.stdout and "SOCKHASH" in out.stdout
