@@ -306,6 +306,10 @@ def test_pin_from_pin_from_id_from_fd(pin_dir) -> None:
             assert ro[2] == (6).to_bytes(8, "little")
             with pytest.raises(PermissionDeniedError):
                 ro[3] = 1
+        with Map.from_pin(path, value=ctypes.c_uint64) as typed:
+            assert typed[1] == 5
+        with pytest.raises(ValueError, match="the map's values are 8"):
+            Map.from_pin(path, value=ctypes.c_uint32)
         with Map.from_id(m.id) as by_id, Map.from_fd(m.fd) as by_fd:
             assert by_id.id == by_fd.id == m.id and by_fd.fd != m.fd
             assert (by_id.key_size, by_id.value_size, by_id.max_entries) == (4, 8, 16)

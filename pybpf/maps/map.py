@@ -33,7 +33,7 @@ from ..errors import (
 )
 from .codec import Field, PerCpuField
 from .info import MapInfo
-from .spec import MapSpec, is_percpu
+from .spec import MapSpec, is_percpu, type_size
 
 _INDEXED = {
     MapType.ARRAY, MapType.PERCPU_ARRAY, MapType.PROG_ARRAY, MapType.PERF_EVENT_ARRAY, MapType.CGROUP_ARRAY,
@@ -239,26 +239,29 @@ class Map(MutableMapping):
         return cls
 
     @classmethod
-    def from_fd(cls, fd: int, *, readonly: bool = False) -> Map:
-        """A ``Map`` for a duplicate of ``fd`` (the caller keeps its own fd)."""
-        return cls._from_owned_fd(os.dup(fd), readonly=readonly)
+    def from_fd(cls, fd: int, *, readonly: bool = False, key: Any = None, value: Any = None) -> Map:
+        """A ``Map`` for a duplicate of ``fd`` (the caller keeps its own fd).
+
+        ``key``/``value`` declare ctypes types for decoding (checked against the kernel's sizes).
+        """
+        return cls._from_owned_fd(os.dup(fd), readonly=readonly, key=key, value=value)
 
     @classmethod
-    def from_pin(cls, path: str | os.PathLike[str], readonly: bool = False) -> Map:
+    def from_pin(cls, path: str | os.PathLike[str], readonly: bool = False, *, key: Any = None, value: Any = None) -> Map:
         """Open a map pinned in bpffs; ``readonly`` opens it with ``BPF_F_RDONLY``."""
         flags = FileFlags.RDONLY if readonly else 0
         fd = commands.obj_get(os.fspath(path), flags, what="map")
-        return cls._from_owned_fd(fd, readonly=readonly)
+        return cls._from_owned_fd(fd, readonly=readonly, key=key, value=value)
 
     @classmethod
-    def from_id(cls, map_id: int, *, readonly: bool = False) -> Map:
+    def from_id(cls, map_id: int, *, readonly: bool = False, key: Any = None, value: Any = None) -> Map:
         """Open the map with kernel id ``map_id``."""
         flags = FileFlags.RDONLY if readonly else 0
         fd = commands.fd_by_id(Cmd.MAP_GET_FD_BY_ID, map_id, "open map", flags)
-        return cls._from_owned_fd(fd, readonly=readonly)
+        return cls._from_owned_fd(fd, readonly=readonly, key=key, value=value)
 
     @classmethod
-    def _from_owned_fd(cls, fd: int, *, readonly: bool) -> Map:
+    def _from_owned_fd(cls, fd: int, *, readonly: bool, key: Any = None, value: Any = None) -> Map:
         try:
             info = MapInfo.from_struct(commands.map_info(fd))
             spec = MapSpec(
@@ -269,7 +272,12 @@ class Map(MutableMapping):
                 flags=info.flags,
                 name=info.name,
                 map_extra=info.map_extra,
+                key=key,
+                value=value,
             )
+            for field, ctype, size in (("key", key, info.key_size), ("value", value, info.value_size)):
+                if ctype is not None and type_size(ctype, field) != size:
+                    raise ValueError(f"{field} type {ctype.__name__} is {type_size(ctype, field)} bytes; the map's {field}s are {size}")
             target = cls._class_for(info.type)
             target._check_spec(spec)
             new = target(fd, spec, readonly=readonly)
