@@ -82,28 +82,43 @@ class NotSupportedError(BPFError):
     """The kernel, or this map or program type, lacks the feature or the operation."""
 
 
-class VerifierError(BPFError):
-    """The verifier refused a program; ``log`` holds its text."""
+class _LoggedError(BPFError):
+    """A kernel refusal that comes with the kernel's own explanation in ``log``."""
+
+    refused = "the kernel refused it"
+    log_hint = "the kernel's log in .log says why"
 
     def __init__(self, code: int, op: str, name: str = "", *, log: str = "", message: str = "", hint: str = "") -> None:
         self.log = log
-        tail = _log_tail(log)
-        super().__init__(code, op, name, message=message or f"verifier rejected the program: {tail}", hint=hint)
+        super().__init__(code, op, name, message=message or f"{self.refused}: {_log_tail(log)}", hint=hint or self.log_hint)
 
     def __reduce__(self):
-        return (_rebuild_verifier, (type(self), self.errno, self.op, self.name, self.strerror, self.hint, self.log))
+        return (_rebuild_logged, (type(self), self.errno, self.op, self.name, self.strerror, self.hint, self.log))
 
 
-def _rebuild_verifier(cls: type, code: int, op: str, name: str, text: str, hint: str, log: str) -> VerifierError:
+def _rebuild_logged(cls: type, code: int, op: str, name: str, text: str, hint: str, log: str) -> BPFError:
     err = _rebuild(cls, code, op, name, text, hint)
     err.log = log  # type: ignore[attr-defined]
-    return err  # type: ignore[return-value]
+    return err
 
 
-def _log_tail(log: str, lines: int = 3) -> str:
-    """The last few lines of a verifier log: where the verifier stopped and why."""
-    kept = [line for line in log.strip().splitlines() if line.strip()][-lines:]
-    return " | ".join(kept) if kept else "(no log)"
+class VerifierError(_LoggedError):
+    """The verifier refused a program; ``log`` holds its text."""
+
+    refused = "verifier rejected the program"
+    log_hint = "the verifier's log in .log shows the path that failed"
+
+
+class BTFLoadError(_LoggedError):
+    """The kernel refused a BTF blob (``BPF_BTF_LOAD``); ``log`` holds the kernel's BTF log."""
+
+    refused = "the kernel refused the BTF"
+
+
+def _log_tail(log: str, lines: int = 2) -> str:
+    """The last lines of a kernel log before its statistics: where the kernel stopped and why."""
+    kept = [line.strip() for line in log.splitlines() if line.strip() and not line.startswith(("processed ", "verification time"))]
+    return " | ".join(kept[-lines:]) if kept else "(empty log)"
 
 
 _BY_ERRNO: dict[int, type[BPFError]] = {

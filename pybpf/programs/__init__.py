@@ -1,0 +1,45 @@
+"""Programs: ``ProgramSpec`` (plain data), ``Program`` (owns an fd), ``Link``, attach helpers and
+ready-made programs assembled without a compiler (each returns a loaded ``Program``)."""
+
+from .attach import XdpMode, query
+from .info import LinkInfo, ProgramInfo
+from .link import Link
+from .program import Program, TestRun
+from .ready import (
+    reuseport_hash,
+    reuseport_select,
+    sk_msg_drop,
+    sk_msg_pass,
+    sk_msg_redirect,
+    sk_skb_drop,
+    sk_skb_parser,
+    sk_skb_pass,
+    sk_skb_redirect,
+    splice_pair,
+    splice_verdict,
+    xsk_redirect,
+)
+from .spec import ProgramSpec
+
+__all__ = [
+    "Link",
+    "LinkInfo",
+    "Program",
+    "ProgramInfo",
+    "ProgramSpec",
+    "TestRun",
+    "XdpMode",
+    "query",
+    "reuseport_hash",
+    "reuseport_select",
+    "sk_msg_drop",
+    "sk_msg_pass",
+    "sk_msg_redirect",
+    "sk_skb_drop",
+    "sk_skb_parser",
+    "sk_skb_pass",
+    "sk_skb_redirect",
+    "splice_pair",
+    "splice_verdict",
+    "xsk_redirect",
+]

@@ -1,0 +1,207 @@
+"""``Program``: a loaded BPF program that owns its fd."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+import weakref
+from typing import Any, NamedTuple
+
+from .._sys import commands, prog
+from .._sys.attrs import ProgLoadAttr, TestRunAttr
+from .._sys.constants import AttachType, Cmd, ProgramType
+from . import attach as _attach
+from .info import ProgramInfo
+from .link import Link
+from .spec import ProgramSpec
+
+
+class TestRun(NamedTuple):
+    """What ``Program.test_run`` gives back: the return value, the output packet, ns per run."""
+
+    retval: int
+    data: bytes
+    duration: int
+
+
+def _program_type(value: int) -> ProgramType | int:
+    try:
+        return ProgramType(value)
+    except ValueError:
+        return value
+
+
+class Program:
+    """A loaded BPF program. Load with ``Program.load(spec)``; open with ``from_pin``, ``from_id``,
+    ``from_fd``. Closing the last fd unloads it unless it is pinned or attached.
+
+    ``verifier_log`` holds the verifier's text when loaded with ``log_level`` > 0.
+    """
+
+    def __init__(self, fd: int, type: ProgramType | int, name: str = "", *,
+                 expected_attach_type: AttachType | int | None = None, verifier_log: str = "") -> None:
+        """Wrap a program fd this object now owns."""
+        self._fd = fd
+        self._finalizer = weakref.finalize(self, os.close, fd)
+        self.type: ProgramType | int = _program_type(type)
+        self.name = name
+        self.expected_attach_type = expected_attach_type
+        self.verifier_log = verifier_log
+        self._id: int | None = None
+
+    # ---- construction -----------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, spec: ProgramSpec, log_level: int = 0) -> Program:
+        """Load ``spec`` (``BPF_PROG_LOAD``); a refusal raises ``VerifierError`` with the log.
+
+        ``log_level`` 1 or 2 keeps the verifier's log of a successful load in ``verifier_log``.
+        """
+        spec.validate()
+        insns = spec.instructions()
+        code = ctypes.create_string_buffer(insns, len(insns))
+        license = ctypes.create_string_buffer(spec.license.encode())
+        attr = ProgLoadAttr(
+            prog_type=spec.type,
+            insn_cnt=len(code) // 8,
+            insns=ctypes.addressof(code),
+            license=ctypes.addressof(license),
+            kern_version=spec.kern_version,
+            prog_flags=spec.flags,
+            prog_name=spec.name.encode(),
+            expected_attach_type=spec.expected_attach_type or 0,
+        )
+        fd, log = prog.prog_load(attr, spec.name, log_level)
+        return cls(fd, spec.type, spec.name, expected_attach_type=spec.expected_attach_type, verifier_log=log)
+
+    @classmethod
+    def from_pin(cls, path: str | os.PathLike[str]) -> Program:
+        """Open a program pinned in bpffs."""
+        return cls._from_owned_fd(commands.obj_get(os.fspath(path), what="program"))
+
+    @classmethod
+    def from_id(cls, prog_id: int) -> Program:
+        """Open the program with kernel id ``prog_id``."""
+        return cls._from_owned_fd(commands.fd_by_id(Cmd.PROG_GET_FD_BY_ID, prog_id, "open program"))
+
+    @classmethod
+    def from_fd(cls, fd: int) -> Program:
+        """A ``Program`` for a duplicate of ``fd`` (the caller keeps its own fd)."""
+        return cls._from_owned_fd(os.dup(fd))
+
+    @classmethod
+    def _from_owned_fd(cls, fd: int) -> Program:
+        try:
+            raw = commands.prog_info(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        new = cls(fd, raw.type, raw.name.decode(errors="replace"))
+        new._id = raw.id
+        return new
+
+    # ---- lifetime ---------------------------------------------------------------------------
+
+    @property
+    def fd(self) -> int:
+        """The program's file descriptor (owned by this object); ValueError once closed."""
+        if self._finalizer.alive:
+            return self._fd
+        raise ValueError("operation on a closed program")
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+        return not self._finalizer.alive
+
+    def close(self) -> None:
+        """Close the fd (attachments and pins keep the program loaded). Idempotent."""
+        self._finalizer()
+
+    def __enter__(self) -> Program:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"fd={self._fd}"
+        return f"<Program {self.name!r} {getattr(self.type, 'name', self.type)} {state}>"
+
+    # ---- identity ---------------------------------------------------------------------------
+
+    @property
+    def id(self) -> int:
+        """The kernel's id for this program."""
+        if self._id is None:
+            self._id = self.info().id
+        return self._id
+
+    @property
+    def tag(self) -> str:
+        """The program's tag: a hash of its instructions, in hex (as bpftool shows it)."""
+        return self.info().tag
+
+    def info(self) -> ProgramInfo:
+        """What the kernel reports about this program, with the ids of the maps it uses."""
+        raw = commands.prog_info(self.fd, self.name)
+        return ProgramInfo.from_struct(raw, prog.prog_map_ids(self.fd, raw.nr_map_ids, self.name))
+
+    def pin(self, path: str | os.PathLike[str]) -> None:
+        """Pin the program at ``path`` in bpffs so it outlives this fd and process."""
+        commands.obj_pin(self.fd, os.fspath(path), what=f"program {self.name!r}" if self.name else "program")
+
+    # ---- running and attaching --------------------------------------------------------------
+
+    def test_run(self, data: bytes = b"", repeat: int = 1, ctx: bytes | None = None) -> TestRun:
+        """Run the program on ``data`` in the kernel (``BPF_PROG_TEST_RUN``), ``repeat`` times.
+
+        Supported for socket filter, tc, XDP, flow dissector and a few more types; others raise
+        ``NotSupportedError``.
+        """
+        data_in = ctypes.create_string_buffer(bytes(data), len(data))
+        out_size = len(data) + 4096 if data else 0
+        data_out = ctypes.create_string_buffer(out_size)
+        ctx_in = ctypes.create_string_buffer(bytes(ctx), len(ctx)) if ctx is not None else None
+        attr = TestRunAttr(
+            prog_fd=self.fd,
+            data_size_in=len(data),
+            data_in=ctypes.addressof(data_in) if data else 0,
+            data_size_out=out_size,
+            data_out=ctypes.addressof(data_out) if data else 0,
+            repeat=repeat,
+            ctx_size_in=len(ctx) if ctx is not None else 0,
+            ctx_in=ctypes.addressof(ctx_in) if ctx_in is not None else 0,
+        )
+        prog.prog_test_run(attr, self.name)
+        return TestRun(attr.retval, data_out.raw[: attr.data_size_out], attr.duration)
+
+    def attach(self, target: Any, attach_type: AttachType | int, flags: int = 0) -> None:
+        """Attach to a SOCKMAP/SOCKHASH (``BPF_PROG_ATTACH``) as ``SK_MSG_VERDICT``,
+        ``SK_SKB_STREAM_PARSER``, ``SK_SKB_STREAM_VERDICT`` or ``SK_SKB_VERDICT``."""
+        _attach.attach_map(self, target, attach_type, flags)
+
+    def detach(self, target: Any, attach_type: AttachType | int) -> None:
+        """Undo ``attach`` (``BPF_PROG_DETACH``)."""
+        _attach.detach_map(self, target, attach_type)
+
+    def link(self, target: Any, attach_type: AttachType | int) -> Link:
+        """Attach to a socket map with a link (Linux 6.10+): closing the ``Link`` detaches."""
+        return _attach.link_map(self, target, attach_type)
+
+    def attach_xdp(self, interface: str | int, mode: _attach.XdpMode | int = _attach.XdpMode.AUTO) -> Link:
+        """Attach this XDP program to an interface (name or index) with a link; close it to detach.
+
+        ``mode`` is ``XdpMode.SKB``, ``DRV`` or ``HW`` (default: the kernel picks). To swap programs
+        without a gap use ``Link.update``.
+        """
+        return _attach.attach_xdp(self, interface, mode)
+
+    def attach_reuseport(self, sock: socket.socket | int) -> None:
+        """Select sockets of ``sock``'s SO_REUSEPORT group with this program (``SO_ATTACH_REUSEPORT_EBPF``)."""
+        _attach.attach_reuseport(self, sock)
+
+    def detach_reuseport(self, sock: socket.socket | int) -> None:
+        """Remove the program of ``sock``'s SO_REUSEPORT group (``SO_DETACH_REUSEPORT_BPF``)."""
+        _attach.detach_reuseport(sock)

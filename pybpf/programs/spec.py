@@ -1,0 +1,58 @@
+"""``ProgramSpec``: a program described as plain data, checked without the kernel."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from .._sys.constants import OBJ_NAME_LEN, AttachType, ProgramType
+from ..asm import Assembler, Insn, encode
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.]*$")
+_MAX_INSNS = 1_000_000  # BPF_COMPLEXITY_LIMIT_INSNS: the most a privileged program may have
+
+
+@dataclasses.dataclass
+class ProgramSpec:
+    """Everything ``BPF_PROG_LOAD`` needs: ``type``, ``insns`` (``Insn`` list, ``Assembler`` or bytes),
+    ``license``, ``name`` (at most 15 characters), ``expected_attach_type``, ``flags``."""
+
+    type: ProgramType | int
+    insns: Sequence[Insn] | Assembler | bytes
+    license: str = "GPL"
+    name: str = ""
+    expected_attach_type: AttachType | int | None = None
+    flags: int = 0
+    kern_version: int = 0
+
+    def instructions(self) -> bytes:
+        """The encoded instructions (an ``Assembler`` is assembled, labels resolved)."""
+        if isinstance(self.insns, Assembler):
+            return bytes(self.insns)
+        if isinstance(self.insns, (bytes, bytearray, memoryview)):
+            return bytes(self.insns)
+        return encode(list(self.insns))
+
+    def validate(self) -> None:
+        """Raise ``ValueError``/``TypeError`` naming the field for anything the kernel would refuse."""
+        if isinstance(self.type, bool) or not isinstance(self.type, int) or self.type <= 0:
+            raise ValueError(f"ProgramSpec.type must be a ProgramType, not {self.type!r}")
+        if not isinstance(self.name, str) or len(self.name.encode()) >= OBJ_NAME_LEN or not _NAME_RE.match(self.name):
+            raise ValueError(
+                f"ProgramSpec.name {self.name!r}: at most {OBJ_NAME_LEN - 1} characters of letters, digits, '_' and '.'"
+            )
+        if not isinstance(self.license, str) or "\0" in self.license:
+            raise ValueError(f"ProgramSpec.license must be a string without NUL, not {self.license!r}")
+        code = self.instructions()
+        if not code:
+            raise ValueError("ProgramSpec.insns is empty")
+        if len(code) % 8:
+            raise ValueError(f"ProgramSpec.insns: {len(code)} bytes is not a whole number of instructions")
+        if len(code) // 8 > _MAX_INSNS:
+            raise ValueError(f"ProgramSpec.insns: {len(code) // 8} instructions is more than the kernel's {_MAX_INSNS}")
+
+    def copy(self, **changes: Any) -> ProgramSpec:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
