@@ -1,8 +1,10 @@
 """pybpf: eBPF maps, socket maps and AF_XDP from pure Python, over the real ``bpf(2)``."""
 
 from ._sys.constants import AttachType, FileFlags, LinkType, MapFlags, MapType, Pinning, ProgramType, UpdateFlags
+from .btf import BTF, BTFError, BtfHandle
 from .errors import (
     BPFError,
+    BTFLoadError,
     IndexOutOfRangeError,
     KeyExistsError,
     KeyNotFoundError,
@@ -26,11 +28,24 @@ from .maps import (
     socket_cookie,
 )
 
+from .programs import Link, LinkInfo, Program, ProgramInfo, ProgramSpec, TestRun, XdpMode
+
 __version__ = "0.1.0"
 
 __all__ = [
     "AttachType",
     "BPFError",
+    "BTF",
+    "BTFError",
+    "BTFLoadError",
+    "BtfHandle",
+    "Link",
+    "LinkInfo",
+    "Program",
+    "ProgramInfo",
+    "ProgramSpec",
+    "TestRun",
+    "XdpMode",
     "BloomFilter",
     "FileFlags",
     "IndexOutOfRangeError",

@@ -11,6 +11,7 @@ import subprocess
 import pytest
 
 import pybpf
+from pybpf import features
 from pybpf import (
     BPFError,
     IndexOutOfRangeError,
@@ -207,8 +208,16 @@ def test_every_creatable_type() -> None:
         MapSpec(MapType.USER_RINGBUF, max_entries=4096),
         MapSpec(MapType.ARENA, max_entries=1, flags=MapFlags.MMAPABLE),
         MapSpec(MapType.HASH, 4, 4, 4, numa_node=0),
+        *(MapSpec(t, key=ctypes.c_int32, value=ctypes.c_uint64, max_entries=0, flags=MapFlags.NO_PREALLOC)
+          for t in (MapType.SK_STORAGE, MapType.INODE_STORAGE, MapType.TASK_STORAGE, MapType.CGRP_STORAGE)),
     ]
     for spec in specs:
+        if not features.kernel_has(features.MAP_TYPE_SINCE[MapType(spec.type)]):
+            with pytest.raises(BPFError):  # too old for this type: refused, and the probe agrees
+                Map.create(spec)
+            assert not features.have_map_type(spec.type)
+            continue
+        assert features.have_map_type(spec.type)
         with Map.create(spec) as m:
             info = m.info()
             assert info.type == spec.type, spec

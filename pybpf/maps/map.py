@@ -648,8 +648,29 @@ def _type_name(value: int) -> str:
         return f"type {value}"
 
 
+# Map types the kernel gives BTF key/value types to (others refuse it, often with ENOTSUPP).
+_BTF_TYPES = {
+    MapType.HASH, MapType.ARRAY, MapType.PERCPU_HASH, MapType.PERCPU_ARRAY, MapType.LRU_HASH,
+    MapType.LRU_PERCPU_HASH, MapType.LPM_TRIE, MapType.BLOOM_FILTER, MapType.SK_STORAGE,
+    MapType.INODE_STORAGE, MapType.TASK_STORAGE, MapType.CGRP_STORAGE,
+}
+_NEEDS_BTF = {MapType.SK_STORAGE, MapType.INODE_STORAGE, MapType.TASK_STORAGE, MapType.CGRP_STORAGE}
+
+
+def _btf_key_type(spec: MapSpec) -> Any:
+    """The key type to describe: the declared one, else an int or byte array of the key size."""
+    if spec.key is not None or not spec.key_size:
+        return spec.key
+    return ctypes.c_uint32 if spec.key_size == 4 else ctypes.c_uint8 * spec.key_size
+
+
 def _create_fd(spec: MapSpec) -> int:
-    """``BPF_MAP_CREATE`` for a validated spec (creating and closing the inner template if any)."""
+    """``BPF_MAP_CREATE`` for a validated spec (creating and closing the inner template if any).
+
+    A declared ctypes value type is described to the kernel in BTF where the type takes it (as
+    libbpf does, the map is created without BTF if the kernel refuses it, except for the storage
+    maps, which cannot exist without it).
+    """
     attr = MapCreateAttr(
         map_type=spec.type,
         key_size=spec.key_size or 0,
@@ -666,6 +687,10 @@ def _create_fd(spec: MapSpec) -> int:
         if spec.inner_map is not None:
             inner_fd = _create_fd(spec.inner_map)
             attr.inner_map_fd = inner_fd
+        if spec.value is not None and spec.type in _BTF_TYPES:
+            fd = _create_with_btf(attr, spec)
+            if fd >= 0:
+                return fd
         try:
             return commands.map_create(attr, spec.name)
         except BPFError as err:
@@ -673,6 +698,28 @@ def _create_fd(spec: MapSpec) -> int:
     finally:
         if inner_fd >= 0:
             os.close(inner_fd)
+
+
+def _create_with_btf(attr: MapCreateAttr, spec: MapSpec) -> int:
+    """Create with BTF key/value types; -1 when BTF cannot be had or is refused and the map can do without."""
+    from ..btf import load_map_types  # imported on first use: plain maps never need BTF
+
+    try:
+        handle, key_id, value_id = load_map_types(_btf_key_type(spec), spec.value)
+    except (TypeError, BPFError):
+        if spec.type in _NEEDS_BTF:
+            raise
+        return -1
+    with handle:
+        attr.btf_fd, attr.btf_key_type_id, attr.btf_value_type_id = handle.fd, key_id, value_id
+        try:
+            return commands.map_create(attr, spec.name)
+        except BPFError as err:
+            if spec.type in _NEEDS_BTF:
+                raise _create_error(spec, err) from None
+            return -1
+        finally:
+            attr.btf_fd = attr.btf_key_type_id = attr.btf_value_type_id = 0
 
 
 def _create_error(spec: MapSpec, err: BPFError) -> BPFError:

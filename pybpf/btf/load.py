@@ -1,0 +1,146 @@
+"""BTF in the kernel: ``load`` a blob (``BPF_BTF_LOAD``) into a ``BtfHandle`` that owns the fd.
+
+A map created with ``btf_fd`` keeps its own reference to the BTF object, so the handle can be
+closed right after ``BPF_MAP_CREATE``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import errno
+import os
+import weakref
+
+from .._sys import commands
+from .._sys.btf import btf_info, btf_load
+from .._sys.constants import Cmd
+from ..errors import BPFError
+from .build import btf_from_ctypes
+from .encode import encode
+from .errors import BTFLoadError
+from .parse import parse, vmlinux
+from .spec import BTF
+
+LOG_SIZE = 256 * 1024
+"""Bytes of kernel log kept when a load fails (the log rotates: its tail says why)."""
+
+_NAME_SIZE = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class BtfInfo:
+    """What the kernel says about a BTF object (``struct bpf_btf_info``)."""
+
+    id: int
+    size: int
+    name: str
+    kernel: bool
+
+
+class BtfHandle:
+    """A BTF object in the kernel; owns its fd. ``load`` one, or open it with ``from_id``/``from_fd``."""
+
+    def __init__(self, fd: int) -> None:
+        """Wrap an fd this object now owns."""
+        self._fd = fd
+        self._finalizer = weakref.finalize(self, os.close, fd)
+        self._id: int | None = None
+
+    @classmethod
+    def from_id(cls, btf_id: int) -> BtfHandle:
+        """Open the BTF object with kernel id ``btf_id`` (``bpftool btf list`` shows them)."""
+        return cls(commands.fd_by_id(Cmd.BTF_GET_FD_BY_ID, btf_id, "open BTF"))
+
+    @classmethod
+    def from_fd(cls, fd: int) -> BtfHandle:
+        """A handle on a duplicate of ``fd`` (the caller keeps its own fd)."""
+        return cls(os.dup(fd))
+
+    @property
+    def fd(self) -> int:
+        """The BTF object's file descriptor; ValueError once closed."""
+        if self._finalizer.alive:
+            return self._fd
+        raise ValueError("operation on a closed BTF handle")
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+        return not self._finalizer.alive
+
+    def close(self) -> None:
+        """Close the fd (maps and programs using the BTF keep it alive). Idempotent."""
+        self._finalizer()
+
+    def __enter__(self) -> BtfHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def id(self) -> int:
+        """The kernel's id of this BTF object."""
+        if self._id is None:
+            self._id = self.info().id
+        return self._id
+
+    def info(self) -> BtfInfo:
+        """The kernel's ``bpf_btf_info``: id, size of the raw BTF, name, whether it is the kernel's."""
+        name = ctypes.create_string_buffer(_NAME_SIZE)
+        raw = btf_info(self.fd, name_buf=name)
+        return BtfInfo(id=raw.id, size=raw.btf_size, name=name.value.decode(errors="replace"), kernel=bool(raw.kernel_btf))
+
+    def raw(self) -> bytes:
+        """The BTF blob as the kernel holds it."""
+        size = btf_info(self.fd).btf_size
+        data = ctypes.create_string_buffer(max(size, 1))
+        btf_info(self.fd, data)
+        return data.raw[:size]
+
+    def btf(self) -> BTF:
+        """The parsed BTF (a kernel module's on top of vmlinux's, decoded lazily)."""
+        info = self.info()
+        if not info.kernel:
+            return parse(self.raw())
+        if info.name == "vmlinux":
+            return vmlinux()
+        return parse(self.raw(), base=vmlinux(), lazy=True)
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"fd={self._fd}"
+        return f"<BtfHandle {state}>"
+
+
+def load(btf: BTF | bytes, name: str = "") -> BtfHandle:
+    """Load BTF into the kernel (``BPF_BTF_LOAD``).
+
+    On refusal, raises ``BTFLoadError`` with the kernel's log (``.log``; its tail is in the message)
+    and the errno of the refusal; ``PermissionDeniedError`` without CAP_BPF.
+    """
+    data = encode(btf) if isinstance(btf, BTF) else bytes(btf)
+    try:
+        return BtfHandle(btf_load(data, name=name))
+    except BPFError as err:
+        if err.errno in (errno.EPERM, errno.EACCES):
+            raise
+        refusal = err.errno
+    log = ctypes.create_string_buffer(LOG_SIZE)
+    try:
+        fd = btf_load(data, log, log_level=1, name=name)
+    except BPFError:
+        text = log.value.decode(errors="replace")
+        raise BTFLoadError(refusal, "load BTF", name, log=text) from None  # ENOSPC of a full log is not the reason
+    return BtfHandle(fd)
+
+
+def load_map_types(key: type | None, value: type) -> tuple[BtfHandle, int, int]:
+    """Load BTF for a map's ctypes ``key`` and ``value``: ``(handle, key type id, value type id)``.
+
+    Put ``handle.fd`` and the ids in ``BPF_MAP_CREATE``'s ``btf_fd``, ``btf_key_type_id`` and
+    ``btf_value_type_id``, then close the handle. ``key=None`` gives key id 0 (only some map
+    types accept that). Raises ``TypeError`` for types BTF cannot describe.
+    """
+    btf, ids = btf_from_ctypes(*(t for t in (key, value) if t is not None))
+    return load(btf), (ids[key] if key is not None else 0), ids[value]
