@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from .. import BPFError
-from . import maps
+from . import maps, proxy
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -23,6 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="show each socket map doing its job on this kernel")
     demo.set_defaults(func=_demo)
     maps.add_parser(sub)
+    proxy.add_parser(sub)
     return parser
 
 

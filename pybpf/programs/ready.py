@@ -173,9 +173,12 @@ def _cookie(sock: socket.socket) -> int:
 def splice_pair(sockhash: Any, peers: Any, a: socket.socket, b: socket.socket) -> tuple[int, int]:
     """Join two connected TCP sockets through ``splice_verdict``'s maps; returns their cookies.
 
-    Bytes already queued on either socket are not redirected: read and forward them yourself
-    right after this call. Closed sockets leave the SOCKHASH by themselves; delete their
-    ``peers`` entries when done.
+    For idle sockets only: while ``b`` is not yet in ``sockhash``, bytes arriving at ``a`` find
+    no redirect target and are dropped. With traffic in flight, give ``splice_verdict`` a second
+    SOCKHASH without programs as its target map and insert both sockets there first, as
+    ``pybpf.apps.proxy`` does. Bytes queued before insertion wait for more bytes; setting
+    ``SO_RCVLOWAT`` on the socket makes the kernel process them at once. Closed sockets leave
+    the SOCKHASH by themselves; delete their ``peers`` entries when done.
     """
     cookie_a, cookie_b = _cookie(a), _cookie(b)
     peers[cookie_a] = cookie_b

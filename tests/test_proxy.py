@@ -1,0 +1,345 @@
+"""The splice proxy on the real kernel: bytes are exact, ends and resets propagate, nothing stays.
+
+Traffic goes only to 127.0.0.1; every transfer is bounded in size and time. The bulk test moves
+256 MiB times ``PYBPF_TEST_SCALE`` (default 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+import pybpf
+from pybpf.apps.proxy import SpliceProxy, parse_address
+
+SCALE = float(os.environ.get("PYBPF_TEST_SCALE", "1"))
+TIMEOUT = 60.0
+
+
+class Origin:
+    """A threaded TCP server on loopback running ``handler(conn)`` per connection."""
+
+    def __init__(self, handler: Callable[[socket.socket], None]) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=256)
+        self.handler, self.accepted, self.errors = handler, 0, []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.listener.getsockname()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._run, args=(conn,), daemon=True).start()
+
+    def _run(self, conn: socket.socket) -> None:
+        conn.settimeout(TIMEOUT)
+        try:
+            with conn:
+                self.handler(conn)
+        except Exception as err:  # noqa: BLE001 - collected for the test to inspect
+            self.errors.append(err)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+
+
+class RunningProxy:
+    """A ``SpliceProxy`` on its own event loop in a thread, for blocking test clients."""
+
+    def __init__(self, upstream: tuple[str, int], **options: object) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self.proxy = SpliceProxy(("127.0.0.1", 0), upstream, **options)  # type: ignore[arg-type]
+        self._thread = threading.Thread(target=self.loop.run_until_complete, args=(self._main(),), daemon=True)
+        self._thread.start()
+        assert self._started.wait(10), "proxy did not start"
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        async with self.proxy:
+            self._started.set()
+            await self._stop.wait()
+
+    def call(self, fn: Callable[[], object]) -> object:
+        """Run ``fn`` on the proxy's loop (its maps are used from there)."""
+        return asyncio.run_coroutine_threadsafe(_as_coro(fn), self.loop).result(10)
+
+    def close(self) -> None:
+        if self._stop is not None:
+            self.loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+        self.loop.close()
+
+
+async def _as_coro(fn: Callable[[], object]) -> object:
+    return fn()
+
+
+@pytest.fixture
+def origin_factory() -> Iterator[Callable[[Callable[[socket.socket], None]], Origin]]:
+    made: list[Origin] = []
+
+    def make(handler: Callable[[socket.socket], None]) -> Origin:
+        made.append(Origin(handler))
+        return made[-1]
+
+    yield make
+    for origin in made:
+        origin.close()
+
+
+@pytest.fixture
+def proxy_factory() -> Iterator[Callable[..., RunningProxy]]:
+    made: list[RunningProxy] = []
+
+    def make(upstream: tuple[str, int], **options: object) -> RunningProxy:
+        made.append(RunningProxy(upstream, **options))
+        return made[-1]
+
+    yield make
+    for proxy in made:
+        proxy.close()
+
+
+def echo(conn: socket.socket) -> None:
+    while data := conn.recv(1 << 16):
+        conn.sendall(data)
+
+
+def digest_reply(conn: socket.socket) -> None:
+    """Read to EOF, then answer with the byte count and SHA-256 of what arrived."""
+    h, n = hashlib.sha256(), 0
+    buf = bytearray(1 << 20)
+    while got := conn.recv_into(buf):
+        h.update(memoryview(buf)[:got])
+        n += got
+    conn.sendall(f"{n} {h.hexdigest()}".encode())
+
+
+def read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while data := sock.recv(1 << 16):
+        chunks.append(data)
+    return b"".join(chunks)
+
+
+def connect(address: tuple[str, int]) -> socket.socket:
+    sock = socket.create_connection(address, timeout=TIMEOUT)
+    return sock
+
+
+def test_request_sent_before_insertion_is_delivered(origin_factory, proxy_factory) -> None:
+    """The insertion race: bytes queued before the sockets enter the map still reach the peer."""
+    origin = origin_factory(echo)
+    proxy = proxy_factory(origin.address)
+    for i in range(20):
+        with connect(proxy.proxy.address) as client:
+            client.sendall(b"ping %d" % i)  # sent at once, before the proxy has paired anything
+            assert client.recv(100) == b"ping %d" % i
+
+
+def test_bulk_transfer_is_exact_with_half_close(origin_factory, proxy_factory) -> None:
+    origin = origin_factory(digest_reply)
+    proxy = proxy_factory(origin.address)
+    total = int(256 * SCALE) << 20
+    chunk = os.urandom(1 << 20)
+    h = hashlib.sha256()
+    with connect(proxy.proxy.address) as client:
+        sent = 0
+        while sent < total:
+            piece = chunk[: min(len(chunk), total - sent)]
+            client.sendall(piece)
+            h.update(piece)
+            sent += len(piece)
+        client.shutdown(socket.SHUT_WR)  # half-close: the reply must still come back
+        assert read_all(client).decode() == f"{total} {h.hexdigest()}"
+    assert not origin.errors
+
+
+def test_many_concurrent_connections(origin_factory, proxy_factory) -> None:
+    origin = origin_factory(echo)
+    proxy = proxy_factory(origin.address)
+    failures: list[BaseException] = []
+
+    def one(i: int) -> None:
+        try:
+            payload = os.urandom(4096 + 997 * i)
+            with connect(proxy.proxy.address) as client:
+                client.sendall(payload)
+                client.shutdown(socket.SHUT_WR)
+                assert read_all(client) == payload
+        except BaseException as err:  # noqa: BLE001 - reported below
+            failures.append(err)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+    assert not failures, failures[0]
+    deadline = time.monotonic() + 10
+    while proxy.proxy.stats.active and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stats = proxy.proxy.stats
+    assert stats.accepted == 64 and stats.active == 0 and stats.resets == 0
+
+
+def test_server_reply_then_close_reaches_client(origin_factory, proxy_factory) -> None:
+    def greet(conn: socket.socket) -> None:
+        conn.sendall(b"hello" * 1000)  # and close: the client must get it all, then EOF
+
+    proxy = proxy_factory(origin_factory(greet).address)
+    with connect(proxy.proxy.address) as client:
+        assert read_all(client) == b"hello" * 1000
+
+
+def test_reset_propagates_both_ways(origin_factory, proxy_factory) -> None:
+    def reset_after_request(conn: socket.socket) -> None:
+        conn.recv(100)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    proxy = proxy_factory(origin_factory(reset_after_request).address)
+    with connect(proxy.proxy.address) as client:
+        client.sendall(b"x")
+        with pytest.raises(ConnectionResetError):
+            while client.recv(100):
+                pass
+
+    seen: list[BaseException] = []
+
+    def read_until_error(conn: socket.socket) -> None:
+        try:
+            while conn.recv(100):
+                pass
+        except ConnectionResetError as err:
+            seen.append(err)
+
+    origin = origin_factory(read_until_error)
+    proxy2 = proxy_factory(origin.address)
+    client = connect(proxy2.proxy.address)
+    client.sendall(b"y")
+    time.sleep(0.1)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()
+    deadline = time.monotonic() + 10
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert seen, "the origin never saw the client's reset"
+
+
+def test_unreachable_upstream(proxy_factory) -> None:
+    closed = socket.create_server(("127.0.0.1", 0))
+    address = closed.getsockname()
+    closed.close()  # nothing listens there now
+    proxy = proxy_factory(address)
+    with connect(proxy.proxy.address) as client:
+        with contextlib.suppress(ConnectionResetError):
+            assert client.recv(10) == b""
+    deadline = time.monotonic() + 5
+    while not proxy.proxy.stats.upstream_failures and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proxy.proxy.stats.upstream_failures == 1
+
+
+def test_connection_limit(origin_factory, proxy_factory) -> None:
+    origin = origin_factory(echo)
+    proxy = proxy_factory(origin.address, max_connections=2)
+    first, second = connect(proxy.proxy.address), connect(proxy.proxy.address)
+    for sock in (first, second):
+        sock.sendall(b"a")
+        assert sock.recv(1) == b"a"
+    third = connect(proxy.proxy.address)  # waits in the listen backlog
+    third.sendall(b"c")
+    time.sleep(0.2)
+    assert origin.accepted == 2
+    first.close()
+    assert third.recv(1) == b"c"
+    assert origin.accepted == 3
+    second.close()
+    third.close()
+
+
+def test_entries_go_and_nothing_stays(origin_factory, no_fd_leak) -> None:
+    origin = origin_factory(echo)
+    running = RunningProxy(origin.address)
+    try:
+        proxy = running.proxy
+        map_ids = {proxy._sockhash.id, proxy._targets.id, proxy._peers.id}
+        prog_id = proxy._verdict.id
+        with connect(proxy.address) as client:
+            client.sendall(b"z")
+            assert client.recv(1) == b"z"
+            assert running.call(lambda: len(proxy._peers)) == 2
+        deadline = time.monotonic() + 10
+        while running.call(lambda: len(proxy._peers)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert running.call(lambda: len(proxy._peers)) == 0
+        assert running.call(lambda: len(proxy._sockhash)) == 0
+        assert running.call(lambda: len(proxy._targets)) == 0
+    finally:
+        running.close()
+    deadline = time.monotonic() + 10  # the kernel frees maps in deferred work
+    while map_ids & {m.id for m in pybpf.maps()} and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not map_ids & {m.id for m in pybpf.maps()}
+    with pytest.raises(pybpf.BPFError):
+        pybpf.Program.from_id(prog_id)
+
+
+def test_proxy_process_killed_leaves_nothing(origin_factory) -> None:
+    origin = origin_factory(echo)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    before = {m.id for m in pybpf.maps()}
+    proc = subprocess.Popen([sys.executable, "-m", "pybpf", "proxy", "--listen", f"127.0.0.1:{port}",
+                             "--to", f"{origin.address[0]}:{origin.address[1]}"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert "kernel splice" in proc.stdout.readline()
+        with connect(("127.0.0.1", port)) as client:
+            client.sendall(b"alive")
+            assert client.recv(5) == b"alive"
+            ours = {m.id for m in pybpf.maps() if m.name.startswith("splice_")} - before
+            assert len(ours) == 3
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            with contextlib.suppress(ConnectionResetError):
+                client.recv(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    deadline = time.monotonic() + 10
+    while ours & {m.id for m in pybpf.maps()} and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not ours & {m.id for m in pybpf.maps()}
+
+
+def test_parse_address() -> None:
+    assert parse_address("127.0.0.1:80") == ("127.0.0.1", 80)
+    assert parse_address("[::1]:8080") == ("::1", 8080)
+    for bad in ("nonsense", "host:", "host:99999"):
+        with pytest.raises(ValueError, match="HOST:PORT"):
+            parse_address(bad)
