@@ -47,6 +47,10 @@ MAP_TYPE_SINCE: dict[MapType, tuple[int, int]] = {
 """The kernel release that introduced each map type (from the kernel's history)."""
 
 
+SOCKMAP_LINK_SINCE = (6, 10)
+"""``BPF_LINK_CREATE`` for sockmap/sockhash programs arrived in Linux 6.10."""
+
+
 @functools.cache
 def kernel_version() -> tuple[int, int]:
     """``(major, minor)`` of the running kernel."""

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from pybpf import AttachType, LinkType, Map, MapType, ProgramType, SockHash, SockMap
+from pybpf import AttachType, LinkType, Map, MapType, ProgramType, SockHash, SockMap, features
 from pybpf.asm import DW, FP, R0, R1, R2, R6, W, Assembler, B
 from pybpf.errors import BPFError, NotSupportedError, VerifierError
 from pybpf.programs import Link, Program, ProgramSpec, XdpMode, query
@@ -224,9 +224,19 @@ def test_target_must_be_a_socket_map(no_fd_leak: None) -> None:
             prog.attach(object(), AttachType.SK_SKB_VERDICT)
 
 
+def _require_sockmap_links(prog: Program, target: Map, kind: AttachType) -> None:
+    """Before 6.10 the kernel has no sockmap links: prove the refusal is clear, then skip."""
+    if features.kernel_has(features.SOCKMAP_LINK_SINCE):
+        return
+    with pytest.raises(NotSupportedError, match="6.10"):
+        prog.link(target, kind)
+    pytest.skip(f"sockmap links need Linux 6.10; this is {'.'.join(map(str, features.kernel_version()))}")
+
+
 def test_links_on_socket_maps(no_fd_leak: None, sock_map: Map, pin_dir: Path) -> None:
     kind = AttachType.SK_SKB_VERDICT
     with returning(ProgramType.SK_SKB, 1, "first") as first, returning(ProgramType.SK_SKB, 1, "second") as second:
+        _require_sockmap_links(first, sock_map, kind)
         with first.link(sock_map, kind) as link:
             info = link.info()
             assert (info.type, info.prog_id, info.map_id, info.attach_type) == (LinkType.SOCKMAP, first.id, sock_map.id, kind)
@@ -252,6 +262,7 @@ def test_links_on_socket_maps(no_fd_leak: None, sock_map: Map, pin_dir: Path) ->
 
 def test_closing_a_link_detaches(no_fd_leak: None, sock_map: Map) -> None:
     with returning(ProgramType.SK_MSG, 1) as prog:
+        _require_sockmap_links(prog, sock_map, AttachType.SK_MSG_VERDICT)
         link = prog.link(sock_map, AttachType.SK_MSG_VERDICT)
         assert query(sock_map, AttachType.SK_MSG_VERDICT) == [prog.id]
         link.close()

@@ -6,12 +6,12 @@ from __future__ import annotations
 import enum
 import errno
 import os
-import platform
 import socket
 from typing import Any
 
 from .._sys import commands
 from .._sys.constants import AttachType, MapType, ProgramType
+from ..features import SOCKMAP_LINK_SINCE, kernel_has
 from ..errors import BPFError, NotSupportedError, error_for
 from .link import Link
 
@@ -33,7 +33,6 @@ _EXCLUSIVE = {
     AttachType.SK_SKB_VERDICT: AttachType.SK_SKB_STREAM_VERDICT,
 }
 _SOCKET_MAPS = (MapType.SOCKMAP, MapType.SOCKHASH)
-_SOCKMAP_LINKS = (6, 10)
 
 
 class XdpMode(enum.IntFlag):
@@ -60,14 +59,6 @@ def _map_type(fd: int) -> int | None:
         return None
 
 
-def _kernel_at_least(version: tuple[int, int]) -> bool:
-    parts = platform.release().split(".")
-    try:
-        return (int(parts[0]), int(parts[1].split("-")[0])) >= version
-    except (IndexError, ValueError):
-        return True
-
-
 def _explain_map_error(prog: Any, fd: int, attach_type: AttachType, err: BPFError, op: str) -> BPFError:
     """Turn an errno from attaching to a socket map into the kernel's rule, in words."""
     where = f"{op} {prog.name or 'program'!r} as {attach_type.name}"
@@ -82,7 +73,7 @@ def _explain_map_error(prog: Any, fd: int, attach_type: AttachType, err: BPFErro
         if expected is None:
             names = ", ".join(t.name for t in MAP_ATTACH_TYPES)
             return BPFError(code, where, message=f"a socket map takes the attach types {names}")
-        if op == "link" and not _kernel_at_least(_SOCKMAP_LINKS):
+        if op == "link" and not kernel_has(SOCKMAP_LINK_SINCE):
             return NotSupportedError(code, where, message="sockmap links need Linux 6.10 or later; use attach()")
     if code == errno.EBUSY:
         other = _EXCLUSIVE.get(attach_type)
