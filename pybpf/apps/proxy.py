@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import ctypes
 import dataclasses
+import select
 import socket
 import struct
 from collections.abc import Awaitable
@@ -206,8 +207,8 @@ class SpliceProxy:
             for sock in (client, upstream):
                 _tune(sock, self.sndbuf)
             acked_base = {sock: _tcp_bytes(sock)[0] for sock in (client, upstream)}  # the SYN counts
-            cookies = self._pair(client, upstream)
-            await self._until_done(client, upstream, acked_base)
+            cookies, spliced = self._pair(client, upstream)
+            await self._until_done(client, upstream, acked_base, spliced)
         finally:
             self._forget(cookies)
             for sock in (client, upstream):
@@ -216,8 +217,9 @@ class SpliceProxy:
             self.stats.active -= 1
             self._slots.release()
 
-    def _pair(self, client: socket.socket, upstream: socket.socket) -> tuple[int, int] | None:
-        """Hand the pair to the kernel as far as it accepts them; returns the cookies entered."""
+    def _pair(self, client: socket.socket, upstream: socket.socket) -> tuple[tuple[int, int] | None, set[socket.socket]]:
+        """Hand the pair to the kernel as far as it accepts them: the cookies entered, and the
+        sockets whose received bytes the kernel now forwards."""
         assert self._sockhash is not None and self._targets is not None and self._peers is not None
         pair = ((client, pybpf.socket_cookie(client)), (upstream, pybpf.socket_cookie(upstream)))
         try:
@@ -227,9 +229,10 @@ class SpliceProxy:
             self.stats.user_space_pairs += 1
             for _, cookie in pair:
                 self._targets.pop(cookie, None)  # no verdict ran yet: nothing was intercepted
-            return None
+            return None, set()
         (_, ca), (_, cb) = pair
         self._peers[ca], self._peers[cb] = cb, ca
+        spliced: set[socket.socket] = set()
         for sock, cookie in pair:
             try:
                 self._sockhash[cookie] = sock
@@ -237,7 +240,8 @@ class SpliceProxy:
                 self.stats.user_space_pairs += 1
                 break
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)  # bytes queued before: to the kernel
-        return ca, cb
+            spliced.add(sock)
+        return (ca, cb), spliced
 
     def _forget(self, cookies: tuple[int, int] | None) -> None:
         if cookies is None or self._peers is None or self._peers.closed:
@@ -245,10 +249,11 @@ class SpliceProxy:
         for cookie in cookies:
             self._peers.pop(cookie, None)
 
-    async def _until_done(self, client: socket.socket, upstream: socket.socket, acked_base: dict[socket.socket, int]) -> None:
+    async def _until_done(self, client: socket.socket, upstream: socket.socket, acked_base: dict[socket.socket, int],
+                          spliced: set[socket.socket]) -> None:
         """Wait for both directions to end; a reset on one side resets the other."""
-        up = asyncio.ensure_future(self._direction(client, upstream, acked_base[upstream]))
-        down = asyncio.ensure_future(self._direction(upstream, client, acked_base[client]))
+        up = asyncio.ensure_future(self._direction(client, upstream, acked_base[upstream], client in spliced))
+        down = asyncio.ensure_future(self._direction(upstream, client, acked_base[client], upstream in spliced))
         try:
             done, _ = await asyncio.wait({up, down}, return_when=asyncio.FIRST_EXCEPTION)
             if any(not t.cancelled() and t.exception() is not None for t in done):
@@ -264,18 +269,19 @@ class SpliceProxy:
                 task.cancel()
             await asyncio.gather(up, down, return_exceptions=True)
 
-    async def _direction(self, src: socket.socket, dst: socket.socket, acked_base: int) -> int:
+    async def _direction(self, src: socket.socket, dst: socket.socket, acked_base: int, spliced: bool) -> int:
         """One direction: wait for EOF on ``src``, then half-close ``dst`` once all is delivered.
 
         ``acked_base`` is what ``dst`` had acknowledged before any data (1 for the SYN of a
         connection we opened), so delivery is complete when ``acked - acked_base`` reaches what
         ``src`` received (less one for its FIN, which TCP counts as received).
-        Bytes the verdict passed up (a peer vanished mid-insertion) are forwarded by hand.
-        Returns the number of bytes that went this way.
+        When ``spliced`` the kernel forwards the bytes and only the end of the stream wakes us
+        (waiting for readable data would wake the proxy for every packet the kernel forwarded);
+        otherwise the bytes are read and forwarded here. Returns the bytes that went this way.
         """
         loop = asyncio.get_running_loop()
         while True:
-            await _readable(loop, src)
+            await (_stream_end(loop, src) if spliced else _readable(loop, src))
             try:
                 data = src.recv(_RECV_CHUNK)
             except (BlockingIOError, InterruptedError):
@@ -296,7 +302,15 @@ class SpliceProxy:
         return received
 
 
-def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> Awaitable[None]:
+async def _stream_end(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+    """Wait until the peer's FIN, a reset or an error: epoll with EPOLLRDHUP and no EPOLLIN."""
+    with select.epoll(1) as ends:
+        ends.register(sock.fileno(), select.EPOLLRDHUP | select.EPOLLERR | select.EPOLLHUP)
+        if not ends.poll(0):
+            await _readable(loop, ends)
+
+
+def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket | select.epoll) -> Awaitable[None]:
     """A future done when ``sock`` is readable (data, EOF or an error)."""
     fut = loop.create_future()
     fd = sock.fileno()

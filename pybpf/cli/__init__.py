@@ -7,6 +7,7 @@ import sys
 
 from .. import BPFError
 from . import maps, proxy
+from . import reuseport as reuseport_cli
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -24,6 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
     maps.add_parser(sub)
     proxy.add_parser(sub)
+    reuseport_cli.add_parser(sub)
     return parser
 
 

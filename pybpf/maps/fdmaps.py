@@ -15,7 +15,7 @@ import sys
 from typing import Any, ClassVar
 
 from .._sys.constants import MapType
-from ..errors import BPFError, KeyNotFoundError, error_for
+from ..errors import ENOTSUPP, BPFError, KeyNotFoundError, error_for
 from .map import Map
 from .spec import MapSpec
 
@@ -113,12 +113,17 @@ class _SocketMap(_FdValueMap):
             raise ValueError(f"{type(self).__name__} lookups return 8-byte cookies: create it with value_size=8, not {self.value_size}")
         return super().lookup(key)
 
+    _refusals: ClassVar[dict[int, str]] = {}
+
     def _error(self, op: str, code: int, key: Any = None) -> BPFError:
         where = f"{op} on {type(self).__name__}" + (f" {self.name!r}" if self.name else "")
+        if op == "update" and code in self._refusals:
+            return error_for(code, where, message=self._refusals[code], hint="")
         if op == "update" and code == errno.EOPNOTSUPP:
             return error_for(code, where, message="the kernel refuses this socket here (its type or state is not supported, e.g. a TCP socket neither established nor listening, or an unbound UDP socket)")
         if op == "update" and code == errno.EBUSY:
-            return error_for(code, where, message="the socket already inherits a conflicting parser/verdict program from another map")
+            return error_for(code, where, message="the socket already inherits a conflicting parser/verdict program "
+                             "from another map, or it is in a REUSEPORT_SOCKARRAY")
         if op == "delete" and code == errno.EINVAL and self.type in (MapType.SOCKMAP, MapType.REUSEPORT_SOCKARRAY):
             return KeyNotFoundError(code, where, message=f"slot {key!r} is empty")
         return super()._error(op, code, key)
@@ -140,6 +145,11 @@ class ReuseportSockArray(_SocketMap):
     """REUSEPORT_SOCKARRAY: SO_REUSEPORT sockets of one group, selected by sk_reuseport programs."""
 
     map_types = (MapType.REUSEPORT_SOCKARRAY,)
+    _refusals: ClassVar[dict[int, str]] = {
+        errno.EINVAL: "the socket needs SO_REUSEPORT and must be a listening TCP or a bound UDP socket",
+        errno.EBUSY: "the socket is already in a REUSEPORT_SOCKARRAY (this one or another) or in a SOCKMAP/SOCKHASH",
+        ENOTSUPP: "only TCP and UDP sockets over IPv4/IPv6 can join a REUSEPORT_SOCKARRAY",
+    }
 
 
 def socket_cookie(sock: socket.socket | int) -> int:
