@@ -21,10 +21,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+import scale
+
 import pybpf
 from pybpf.apps.proxy import SpliceProxy, parse_address
 
-SCALE = float(os.environ.get("PYBPF_TEST_SCALE", "1"))
 TIMEOUT = 60.0
 
 
@@ -163,7 +164,7 @@ def test_request_sent_before_insertion_is_delivered(origin_factory, proxy_factor
 def test_bulk_transfer_is_exact_with_half_close(origin_factory, proxy_factory) -> None:
     origin = origin_factory(digest_reply)
     proxy = proxy_factory(origin.address)
-    total = int(256 * SCALE) << 20
+    total = int(256 * scale.SIZE) << 20
     chunk = os.urandom(1 << 20)
     h = hashlib.sha256()
     with connect(proxy.proxy.address) as client:

@@ -21,12 +21,13 @@ from pathlib import Path
 
 import pytest
 
+import scale
+
 import pybpf
 from pybpf import BPFError, IndexOutOfRangeError, KeyExistsError, NotSupportedError
 from pybpf.apps.reuseport import Generation, Steering, reuseport_group, reuseport_socket, status, unpin
 from pybpf.cli import reuseport as cli
 
-SCALE = float(os.environ.get("PYBPF_TEST_SCALE", "1"))
 LOCAL = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
 KINDS = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
@@ -343,7 +344,7 @@ class Server:
             self.output.append(line.rstrip())
             self.lines.put(line.rstrip())
 
-    def wait_for(self, prefix: str, timeout: float = 15) -> str:
+    def wait_for(self, prefix: str, timeout: float = 15 * scale.TIME) -> str:
         """The first line starting with ``prefix``; fails with the output so far after ``timeout``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -385,7 +386,7 @@ def servers() -> Iterator[Callable[[int, Path], Server]]:
 
 
 def test_restart_under_load_loses_no_connection(pin_dir: Path, servers: Callable[[int, Path], Server]) -> None:
-    duration = 5.0 * SCALE
+    duration = 5.0 * scale.SIZE
     first = servers(0, pin_dir)
     port = int(first.wait_for("ready").rsplit(":", 1)[1])
     results: list[tuple[float, str]] = []
