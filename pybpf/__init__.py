@@ -1,7 +1,6 @@
 """pybpf: eBPF maps, socket maps and AF_XDP from pure Python, over the real ``bpf(2)``."""
 
 from ._sys.constants import AttachType, FileFlags, LinkType, MapFlags, MapType, Pinning, ProgramType, UpdateFlags
-from .btf import BTF, BTFError, BtfHandle
 from .errors import (
     BPFError,
     BTFLoadError,
@@ -31,6 +30,17 @@ from .maps import (
 from .programs import Link, LinkInfo, Program, ProgramInfo, ProgramSpec, TestRun, XdpMode
 
 __version__ = "0.1.0"
+
+_LAZY = {"BTF", "BTFError", "BtfHandle"}
+
+
+def __getattr__(name: str) -> object:
+    """BTF names are imported on first use: most programs never need BTF (it costs ~45 ms)."""
+    if name in _LAZY:
+        from . import btf
+
+        return getattr(btf, name)
+    raise AttributeError(f"module 'pybpf' has no attribute {name!r}")
 
 __all__ = [
     "AttachType",
