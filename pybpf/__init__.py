@@ -31,15 +31,19 @@ from .programs import Link, LinkInfo, Program, ProgramInfo, ProgramSpec, TestRun
 
 __version__ = "0.1.0"
 
-_LAZY = {"BTF", "BTFError", "BtfHandle"}
+_LAZY = {
+    "BTF": "btf", "BTFError": "btf", "BtfHandle": "btf",
+    "CollectionSpec": "collection", "Collection": "collection", "load": "collection", "ELFError": "elf",
+}
 
 
 def __getattr__(name: str) -> object:
-    """BTF names are imported on first use: most programs never need BTF (it costs ~45 ms)."""
+    """BTF and ELF names are imported on first use: most programs need neither (they cost ~45 ms
+    and pyelftools)."""
     if name in _LAZY:
-        from . import btf
+        import importlib
 
-        return getattr(btf, name)
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'pybpf' has no attribute {name!r}")
 
 __all__ = [
@@ -49,6 +53,9 @@ __all__ = [
     "BTFError",
     "BTFLoadError",
     "BtfHandle",
+    "Collection",
+    "CollectionSpec",
+    "ELFError",
     "Link",
     "LinkInfo",
     "Program",
@@ -80,6 +87,7 @@ __all__ = [
     "SockMap",
     "UpdateFlags",
     "VerifierError",
+    "load",
     "maps",
     "socket_cookie",
 ]

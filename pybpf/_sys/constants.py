@@ -235,6 +235,10 @@ class MapFlags(enum.IntFlag):
     NO_USER_CONV = 1 << 18
 
 
+ALL_MAP_FLAGS = sum(MapFlags)
+"""Every ``map_flags`` bit this library knows."""
+
+
 class UpdateFlags(enum.IntFlag):
     """``flags`` of ``BPF_MAP_UPDATE_ELEM`` and the batch commands."""
 

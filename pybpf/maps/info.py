@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from .._sys import commands
 from .._sys.attrs import MapInfoStruct
-from .._sys.constants import Cmd, MapFlags, MapType
+from .._sys.constants import ALL_MAP_FLAGS, Cmd, MapFlags, MapType
 from .._sys.syscall import close_fd
 from ..errors import BPFError
 
@@ -45,7 +45,7 @@ class MapInfo:
             key_size=raw.key_size,
             value_size=raw.value_size,
             max_entries=raw.max_entries,
-            flags=MapFlags(raw.map_flags & sum(MapFlags)),
+            flags=MapFlags(raw.map_flags & ALL_MAP_FLAGS),
             map_extra=raw.map_extra,
             ifindex=raw.ifindex,
             btf_id=raw.btf_id,

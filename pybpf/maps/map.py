@@ -14,11 +14,11 @@ import struct
 import threading
 import weakref
 from collections.abc import Iterable, Iterator, MutableMapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._sys import commands
 from .._sys.attrs import MapBatchAttr, MapCreateAttr, MapElemAttr
-from .._sys.constants import Cmd, FileFlags, MapFlags, MapType, UpdateFlags
+from .._sys.constants import ALL_MAP_FLAGS, Cmd, FileFlags, MapFlags, MapType, UpdateFlags
 from .._sys.syscall import NR_BPF, get_errno, raw
 from ..errors import (
     ENOTSUPP,
@@ -34,6 +34,9 @@ from ..errors import (
 from .codec import Field, PerCpuField
 from .info import MapInfo
 from .spec import MapSpec, is_percpu, type_size
+
+if TYPE_CHECKING:
+    from ..btf import BtfHandle
 
 _INDEXED = {
     MapType.ARRAY, MapType.PERCPU_ARRAY, MapType.PROG_ARRAY, MapType.PERF_EVENT_ARRAY, MapType.CGROUP_ARRAY,
@@ -181,7 +184,7 @@ class Map(MutableMapping):
         self.key_size: int = spec.key_size or 0
         self.value_size: int = spec.value_size or 0
         self.max_entries: int = spec.max_entries
-        self.flags: MapFlags = MapFlags(int(spec.flags) & sum(MapFlags))
+        self.flags: MapFlags = MapFlags(int(spec.flags) & ALL_MAP_FLAGS)
         self.name: str = spec.name
         self.readonly = readonly
         self._id: int | None = None
@@ -651,7 +654,8 @@ def _type_name(value: int) -> str:
 # Map types the kernel gives BTF key/value types to (others refuse it, often with ENOTSUPP).
 _BTF_TYPES = {
     MapType.HASH, MapType.ARRAY, MapType.PERCPU_HASH, MapType.PERCPU_ARRAY, MapType.LRU_HASH,
-    MapType.LRU_PERCPU_HASH, MapType.LPM_TRIE, MapType.BLOOM_FILTER, MapType.SK_STORAGE,
+    MapType.LRU_PERCPU_HASH, MapType.LPM_TRIE, MapType.BLOOM_FILTER, MapType.SK_STORAGE, MapType.CGROUP_STORAGE,
+    MapType.PERCPU_CGROUP_STORAGE,
     MapType.INODE_STORAGE, MapType.TASK_STORAGE, MapType.CGRP_STORAGE,
 }
 _NEEDS_BTF = {MapType.SK_STORAGE, MapType.INODE_STORAGE, MapType.TASK_STORAGE, MapType.CGRP_STORAGE}
@@ -667,7 +671,8 @@ def _btf_key_type(spec: MapSpec) -> Any:
 def _create_fd(spec: MapSpec) -> int:
     """``BPF_MAP_CREATE`` for a validated spec (creating and closing the inner template if any).
 
-    A declared ctypes value type is described to the kernel in BTF where the type takes it (as
+    BTF types (``spec.btf`` and its type ids, or a declared ctypes value type) are given to the
+    kernel where the map type takes them (as
     libbpf does, the map is created without BTF if the kernel refuses it, except for the storage
     maps, which cannot exist without it).
     """
@@ -687,7 +692,8 @@ def _create_fd(spec: MapSpec) -> int:
         if spec.inner_map is not None:
             inner_fd = _create_fd(spec.inner_map)
             attr.inner_map_fd = inner_fd
-        if spec.value is not None and spec.type in _BTF_TYPES:
+        typed = spec.value is not None or (spec.btf is not None and (spec.btf_key_type_id or spec.btf_value_type_id))
+        if typed and spec.type in _BTF_TYPES:
             fd = _create_with_btf(attr, spec)
             if fd >= 0:
                 return fd
@@ -701,7 +707,10 @@ def _create_fd(spec: MapSpec) -> int:
 
 
 def _create_with_btf(attr: MapCreateAttr, spec: MapSpec) -> int:
-    """Create with BTF key/value types; -1 when BTF cannot be had or is refused and the map can do without."""
+    """Create with BTF key/value types (``spec.btf`` or built from the ctypes types); -1 when BTF
+    cannot be had or is refused and the map can do without."""
+    if spec.btf is not None:
+        return _create_typed(attr, spec, spec.btf, spec.btf_key_type_id, spec.btf_value_type_id)
     from ..btf import load_map_types  # imported on first use: plain maps never need BTF
 
     try:
@@ -711,15 +720,20 @@ def _create_with_btf(attr: MapCreateAttr, spec: MapSpec) -> int:
             raise
         return -1
     with handle:
-        attr.btf_fd, attr.btf_key_type_id, attr.btf_value_type_id = handle.fd, key_id, value_id
-        try:
-            return commands.map_create(attr, spec.name)
-        except BPFError as err:
-            if spec.type in _NEEDS_BTF:
-                raise _create_error(spec, err) from None
-            return -1
-        finally:
-            attr.btf_fd = attr.btf_key_type_id = attr.btf_value_type_id = 0
+        return _create_typed(attr, spec, handle, key_id, value_id)
+
+
+def _create_typed(attr: MapCreateAttr, spec: MapSpec, handle: BtfHandle, key_id: int, value_id: int) -> int:
+    """``BPF_MAP_CREATE`` with ``btf_fd`` and the type ids; -1 when refused and the map can do without."""
+    attr.btf_fd, attr.btf_key_type_id, attr.btf_value_type_id = handle.fd, key_id, value_id
+    try:
+        return commands.map_create(attr, spec.name)
+    except BPFError as err:
+        if spec.type in _NEEDS_BTF:
+            raise _create_error(spec, err) from None
+        return -1
+    finally:
+        attr.btf_fd = attr.btf_key_type_id = attr.btf_value_type_id = 0
 
 
 def _create_error(spec: MapSpec, err: BPFError) -> BPFError:

@@ -6,9 +6,12 @@ import ctypes
 import dataclasses
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .._sys.constants import OBJ_NAME_LEN, MapFlags, MapType, Pinning
+from .._sys.constants import ALL_MAP_FLAGS, OBJ_NAME_LEN, MapFlags, MapType, Pinning
+
+if TYPE_CHECKING:
+    from ..btf import BtfHandle
 
 _PAGE = 4096
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.]*$")
@@ -67,7 +70,9 @@ class MapSpec:
     """Everything ``BPF_MAP_CREATE`` needs, as data. Sizes follow from ``key``/``value`` when given.
 
     ``inner_map`` is the template ``MapSpec`` of an ARRAY_OF_MAPS/HASH_OF_MAPS; ``contents`` are
-    ``(key, value)`` pairs written right after creation.
+    ``(key, value)`` pairs written right after creation. ``btf`` (a loaded ``BtfHandle``, e.g. an
+    object file's) with ``btf_key_type_id``/``btf_value_type_id`` describes key and value by type
+    id instead of ``key``/``value``.
     """
 
     type: MapType | int
@@ -84,6 +89,9 @@ class MapSpec:
     pinning: Pinning | int = Pinning.NONE
     contents: Iterable[tuple[Any, Any]] = ()
     ifindex: int = 0
+    btf: BtfHandle | None = None
+    btf_key_type_id: int = 0
+    btf_value_type_id: int = 0
 
     def __post_init__(self) -> None:
         if self.key is not None and self.key_size is None:
@@ -130,15 +138,15 @@ def _validate(spec: MapSpec) -> None:  # noqa: C901 - one table of kernel rules,
         raise ValueError(f"MapSpec.type: unknown map type {spec.type!r}")
     if not isinstance(spec.name, str) or len(spec.name.encode()) >= OBJ_NAME_LEN or not _NAME_RE.match(spec.name):
         _fail(spec, "name", f"{spec.name!r} must be at most {OBJ_NAME_LEN - 1} characters of [A-Za-z0-9_.]")
-    for field in ("key_size", "value_size", "max_entries", "map_extra", "ifindex"):
+    for field in ("key_size", "value_size", "max_entries", "map_extra", "ifindex", "btf_key_type_id", "btf_value_type_id"):
         val = getattr(spec, field)
         if val is None:
             _fail(spec, field, "is required (give it, or a ctypes type as key/value)")
         if not isinstance(val, int) or val < 0 or val >= (1 << (64 if field == "map_extra" else 32)):
             _fail(spec, field, f"{val!r} is not a valid unsigned integer")
     flags = spec.create_flags
-    if flags & ~sum(MapFlags):
-        _fail(spec, "flags", f"unknown flag bits {flags & ~sum(MapFlags):#x}")
+    if flags & ~ALL_MAP_FLAGS:
+        _fail(spec, "flags", f"unknown flag bits {flags & ~ALL_MAP_FLAGS:#x}")
     if spec.numa_node is not None and (not isinstance(spec.numa_node, int) or spec.numa_node < 0):
         _fail(spec, "numa_node", f"{spec.numa_node!r} is not a node number")
     if (flags & MapFlags.RDONLY) and (flags & MapFlags.WRONLY):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 import socket
+import struct
 import weakref
 from typing import Any, NamedTuple
 
@@ -15,6 +16,9 @@ from . import attach as _attach
 from .info import ProgramInfo
 from .link import Link
 from .spec import ProgramSpec
+
+_FUNC_INFO = struct.Struct("=II")  # struct bpf_func_info
+_LINE_INFO = struct.Struct("=IIII")  # struct bpf_line_info
 
 
 class TestRun(NamedTuple):
@@ -72,6 +76,7 @@ class Program:
             prog_name=spec.name.encode(),
             expected_attach_type=spec.expected_attach_type or 0,
         )
+        _keep = _set_btf(attr, spec)  # noqa: F841 - the record buffers must outlive the syscall
         fd, log = prog.prog_load(attr, spec.name, log_level)
         return cls(fd, spec.type, spec.name, expected_attach_type=spec.expected_attach_type, verifier_log=log)
 
@@ -205,3 +210,20 @@ class Program:
     def detach_reuseport(self, sock: socket.socket | int) -> None:
         """Remove the program of ``sock``'s SO_REUSEPORT group (``SO_DETACH_REUSEPORT_BPF``)."""
         _attach.detach_reuseport(sock)
+
+
+def _set_btf(attr: ProgLoadAttr, spec: ProgramSpec) -> list[ctypes.Array[ctypes.c_char]]:
+    """Fill ``prog_btf_fd``, ``func_info`` and ``line_info`` from ``spec``; the buffers to keep alive."""
+    if spec.btf is None:
+        return []
+    attr.prog_btf_fd = spec.btf.fd
+    funcs = b"".join(_FUNC_INFO.pack(f.insn_off, f.type_id) for f in spec.func_info)
+    lines = b"".join(_LINE_INFO.pack(i.insn_off, i.file_name_off, i.line_off, i.line << 10 | i.column) for i in spec.line_info)
+    kept = []
+    if funcs:
+        kept.append(buf := ctypes.create_string_buffer(funcs, len(funcs)))
+        attr.func_info_rec_size, attr.func_info, attr.func_info_cnt = _FUNC_INFO.size, ctypes.addressof(buf), len(spec.func_info)
+    if lines:
+        kept.append(buf := ctypes.create_string_buffer(lines, len(lines)))
+        attr.line_info_rec_size, attr.line_info, attr.line_info_cnt = _LINE_INFO.size, ctypes.addressof(buf), len(spec.line_info)
+    return kept

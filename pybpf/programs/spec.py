@@ -5,10 +5,13 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._sys.constants import OBJ_NAME_LEN, AttachType, ProgramType
 from ..asm import Assembler, Insn, encode
+
+if TYPE_CHECKING:
+    from ..btf import BtfHandle, FuncInfo, LineInfo
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.]*$")
 _MAX_INSNS = 1_000_000  # BPF_COMPLEXITY_LIMIT_INSNS: the most a privileged program may have
@@ -17,7 +20,11 @@ _MAX_INSNS = 1_000_000  # BPF_COMPLEXITY_LIMIT_INSNS: the most a privileged prog
 @dataclasses.dataclass
 class ProgramSpec:
     """Everything ``BPF_PROG_LOAD`` needs: ``type``, ``insns`` (``Insn`` list, ``Assembler`` or bytes),
-    ``license``, ``name`` (at most 15 characters), ``expected_attach_type``, ``flags``."""
+    ``license``, ``name`` (at most 15 characters), ``expected_attach_type``, ``flags``.
+
+    ``btf`` (a loaded ``BtfHandle``) with ``func_info``/``line_info`` (``insn_off`` counted in
+    instructions) describes the functions and source lines; they are sent only with ``btf``.
+    """
 
     type: ProgramType | int
     insns: Sequence[Insn] | Assembler | bytes
@@ -26,6 +33,9 @@ class ProgramSpec:
     expected_attach_type: AttachType | int | None = None
     flags: int = 0
     kern_version: int = 0
+    btf: BtfHandle | None = None
+    func_info: Sequence[FuncInfo] = ()
+    line_info: Sequence[LineInfo] = ()
 
     def instructions(self) -> bytes:
         """The encoded instructions (an ``Assembler`` is assembled, labels resolved)."""
