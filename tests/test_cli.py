@@ -73,3 +73,30 @@ def test_missing_key_is_a_clear_error(pin_dir: Path) -> None:
 def test_demo_runs() -> None:
     out = pybpf("demo")
     assert "FAIL" not in out.stdout and "SOCKHASH" in out.stdout
+
+
+def test_prog_and_btf_verbs(pin_dir: Path) -> None:
+    import ctypes
+
+    from pybpf import Map, MapType, ProgramType
+    from pybpf.asm import R0, Assembler
+    from pybpf.programs import Program, ProgramSpec
+
+    class Value(ctypes.Structure):
+        _fields_ = [("hits", ctypes.c_uint64), ("port", ctypes.c_uint16)]
+
+    with Program.load(ProgramSpec(ProgramType.SOCKET_FILTER, Assembler().mov64(R0, 0).exit(), name="cli_prog")) as prog, \
+            Map.create(type=MapType.HASH, key=ctypes.c_uint32, value=Value, max_entries=2, name="cli_btf") as m:
+        prog.pin(pin_dir / "p")
+        ours = json.loads(pybpf("-j", "prog", "show", "pinned", str(pin_dir / "p")).stdout)
+        theirs = json.loads(bpftool("-j", "prog", "show", "pinned", str(pin_dir / "p")))
+        for field in ("id", "type", "name", "tag", "gpl_compatible", "bytes_xlated"):
+            assert ours[field] == theirs[field], field
+        assert any(r["id"] == prog.id for r in json.loads(pybpf("-j", "prog", "list").stdout))
+        dump = pybpf("btf", "dump", "map", str(m.id)).stdout
+        assert "STRUCT 'Value' size=16" in dump and "name='port'" in dump
+        types = json.loads(pybpf("-j", "btf", "dump", "map", str(m.id)).stdout)["types"]
+        assert {t["name"] for t in types} >= {"Value"}
+    head = subprocess.run(f"{sys.executable} -m pybpf btf dump file /sys/kernel/btf/vmlinux | head -1",
+                          shell=True, capture_output=True, text=True, timeout=120)
+    assert head.stdout.startswith("[1] INT") and head.stderr == ""

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .. import BPFError
-from . import maps, proxy
+from . import btf, maps, progs, proxy
 from . import reuseport as reuseport_cli
 
 
@@ -25,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
     maps.add_parser(sub)
     proxy.add_parser(sub)
+    progs.add_parser(sub)
+    btf.add_parser(sub)
     reuseport_cli.add_parser(sub)
     return parser
 
@@ -34,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # the reader went away (| head): stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (BPFError, OSError, ValueError, TypeError) as err:
         print(f"pybpf: error: {err}", file=sys.stderr)
         return 1

@@ -4,7 +4,7 @@ ready-made programs assembled without a compiler (each returns a loaded ``Progra
 from .attach import XdpMode, query
 from .info import LinkInfo, ProgramInfo
 from .link import Link
-from .program import Program, TestRun
+from .program import Program, TestRun, loaded_programs
 from .ready import (
     reuseport_hash,
     reuseport_select,
@@ -29,6 +29,7 @@ __all__ = [
     "ProgramSpec",
     "TestRun",
     "XdpMode",
+    "loaded_programs",
     "query",
     "reuseport_hash",
     "reuseport_select",

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import socket
 import struct
 import weakref
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 from .._sys import commands, prog
 from .._sys.attrs import ProgLoadAttr, TestRunAttr
 from .._sys.constants import AttachType, Cmd, ProgramType
+from ..errors import BPFError
 from . import attach as _attach
 from .info import ProgramInfo
 from .link import Link
@@ -227,3 +230,17 @@ def _set_btf(attr: ProgLoadAttr, spec: ProgramSpec) -> list[ctypes.Array[ctypes.
         kept.append(buf := ctypes.create_string_buffer(lines, len(lines)))
         attr.line_info_rec_size, attr.line_info, attr.line_info_cnt = _LINE_INFO.size, ctypes.addressof(buf), len(spec.line_info)
     return kept
+
+
+def loaded_programs() -> Iterator[ProgramInfo]:
+    """Every program loaded on the system (via ``BPF_PROG_GET_NEXT_ID``), holding no fds;
+    programs unloaded meanwhile are skipped."""
+    for prog_id in commands.iter_ids(Cmd.PROG_GET_NEXT_ID, "list programs"):
+        try:
+            with Program.from_id(prog_id) as found:
+                info = found.info()
+        except BPFError as err:
+            if err.errno == errno.ENOENT:
+                continue
+            raise
+        yield info
