@@ -23,6 +23,7 @@ from .maps import (
     ReuseportSockArray,
     SockHash,
     SockMap,
+    XskMap,
     maps,
     socket_cookie,
 )
@@ -87,6 +88,7 @@ __all__ = [
     "SockMap",
     "UpdateFlags",
     "VerifierError",
+    "XskMap",
     "load",
     "maps",
     "socket_cookie",

@@ -5,6 +5,7 @@ from .info import MapInfo, maps
 from .keyless import BloomFilter, QueueMap
 from .map import Map
 from .spec import MapSpec
+from .xsk import XskMap
 
 __all__ = [
     "BloomFilter",
@@ -17,6 +18,7 @@ __all__ = [
     "ReuseportSockArray",
     "SockHash",
     "SockMap",
+    "XskMap",
     "maps",
     "socket_cookie",
 ]
