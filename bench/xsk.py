@@ -26,25 +26,20 @@ import select
 import socket
 import statistics
 import struct
-import sys
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from netns import Side, veth_pair  # noqa: E402
-
-from pybpf import MapType, ProgramType  # noqa: E402
-from pybpf._sys.attrs import TestRunAttr  # noqa: E402
-from pybpf._sys.constants import Cmd  # noqa: E402
-from pybpf._sys.syscall import bpf  # noqa: E402
-from pybpf.asm import DW, FP, R0, R1, R2, W, Assembler, Helper  # noqa: E402
-from pybpf.maps import Map  # noqa: E402
-from pybpf.maps.xsk import XskMap  # noqa: E402
-from pybpf.programs import Program, ProgramSpec, XdpMode, xsk_redirect  # noqa: E402
-from pybpf.xdp import Umem, XskSocket  # noqa: E402
+from pybpf import MapType, ProgramType
+from pybpf._sys.attrs import TestRunAttr
+from pybpf.apps.netns import Side, veth_pair
+from pybpf._sys.constants import Cmd
+from pybpf._sys.syscall import bpf
+from pybpf.asm import DW, FP, R0, R1, R2, W, Assembler, Helper
+from pybpf.maps import Map
+from pybpf.maps.xsk import XskMap
+from pybpf.programs import Program, ProgramSpec, XdpMode, xsk_redirect
+from pybpf.xdp import Umem, XskSocket
 
 BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
 XDP_DROP, XDP_TX = 1, 3

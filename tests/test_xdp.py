@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from netns import Side, VethPair, veth_pair
+from pybpf.apps.netns import Side, VethPair, veth_pair
 from pybpf import IndexOutOfRangeError, Map, MapType, NotSupportedError
 from pybpf.maps.xsk import XskMap
 from pybpf.programs import XdpMode, xsk_redirect

@@ -103,6 +103,8 @@ class _Calls(threading.local):
         def fail(op: str, obj: Any) -> BPFError:
             return owner()._error(op, get_errno(), obj)  # type: ignore[union-attr]
 
+        unpack = value.unpack_int  # the common u32/u64 value: decoded inline, no extra call
+
         def lookup(k: Any) -> Any:
             try:
                 fast_key(kbuf, 0, k)
@@ -110,19 +112,7 @@ class _Calls(threading.local):
                 put_key(kbuf, 0, k)
             if raw(NR_BPF, 1, ref, _ELEM_SIZE) < 0:
                 raise fail("lookup", k)
-            return decode(vbuf)
-
-        if value.unpack_int is not None:  # the common u32/u64 value: decode inline
-            unpack = value.unpack_int
-
-            def lookup(k: Any) -> Any:  # noqa: F811 - the specialised twin of the above
-                try:
-                    fast_key(kbuf, 0, k)
-                except struct.error:
-                    put_key(kbuf, 0, k)
-                if raw(NR_BPF, 1, ref, _ELEM_SIZE) < 0:
-                    raise fail("lookup", k)
-                return unpack(vbuf)[0]
+            return unpack(vbuf)[0] if unpack is not None else decode(vbuf)
 
         def update(k: Any, v: Any, flags: int) -> None:
             try:
@@ -624,11 +614,10 @@ class Map(MutableMapping):
             prot = _mmap.PROT_READ | (_mmap.PROT_WRITE if writable else 0)
             try:
                 self._mmap = _mmap.mmap(self.fd, size, _mmap.MAP_SHARED, prot)
-            except PermissionError as err:
+            except PermissionError:
                 if not writable:
                     raise
                 self._mmap = _mmap.mmap(self.fd, size, _mmap.MAP_SHARED, _mmap.PROT_READ)  # frozen map
-                del err
         return memoryview(self._mmap)[: self.stride * self.max_entries]
 
     @property

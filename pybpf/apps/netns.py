@@ -1,5 +1,6 @@
-"""Network namespaces for tests: two fresh namespaces joined by a veth pair, addressed and with
-pinned neighbour entries, entered from the test thread with ``setns`` and removed afterwards.
+"""Network namespaces for tests, the demo and benchmarks: two fresh namespaces joined by a veth
+pair, addressed and with pinned neighbour entries, entered from the calling thread with
+``setns`` and removed afterwards.
 
 Nothing is configured in the host namespace. Sockets made inside a namespace (``Side.socket``)
 stay there after the thread comes back, so tests send and receive from the main thread.
