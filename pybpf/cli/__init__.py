@@ -7,7 +7,7 @@ import os
 import sys
 
 from .. import BPFError
-from . import btf, maps, progs, proxy
+from . import btf, maps, progs, proxy, xsk
 from . import reuseport as reuseport_cli
 
 
@@ -28,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     proxy.add_parser(sub)
     progs.add_parser(sub)
     btf.add_parser(sub)
+    xsk.add_parser(sub)
     reuseport_cli.add_parser(sub)
     return parser
 

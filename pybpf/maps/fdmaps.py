@@ -49,6 +49,16 @@ class _FdValueMap(Map):
     def _value_fd(self, value: Any) -> int:
         return object_fd(value, self.value_what)
 
+    @classmethod
+    def create(cls, max_entries: int | MapSpec | None = None, **fields: Any) -> Map:  # type: ignore[override]
+        """Create with the kernel's sizes as defaults (``SockMap.create(64)``); a ``MapSpec`` is
+        accepted too."""
+        if isinstance(max_entries, MapSpec):
+            return super().create(max_entries, **fields)
+        if max_entries is not None:
+            fields["max_entries"] = max_entries
+        return super().create(None, **fields)
+
 
 class MapOfMaps(_FdValueMap):
     """ARRAY_OF_MAPS / HASH_OF_MAPS: values are maps (a ``Map`` or map fd); lookup gives the inner map id."""
@@ -65,6 +75,10 @@ class ProgramArray(_FdValueMap):
 
     map_types = (MapType.PROG_ARRAY,)
     value_what = "program"
+
+    @classmethod
+    def _defaults(cls) -> dict[str, Any]:
+        return {"type": MapType.PROG_ARRAY, "key_size": 4, "value_size": 4}
 
     def __init__(self, fd: int, spec: MapSpec, *, readonly: bool = False) -> None:
         super().__init__(fd, spec.copy(value=ctypes.c_uint32, value_size=4), readonly=readonly)
@@ -86,16 +100,6 @@ class _SocketMap(_FdValueMap):
     def __init__(self, fd: int, spec: MapSpec, *, readonly: bool = False) -> None:
         value = ctypes.c_uint64 if spec.value_size == 8 else ctypes.c_uint32
         super().__init__(fd, spec.copy(value=value), readonly=readonly)
-
-    @classmethod
-    def create(cls, max_entries: int | MapSpec | None = None, **fields: Any) -> Map:  # type: ignore[override]
-        """Create with the kernel's sizes as defaults: ``SockMap.create(64)``; value size 8 so
-        lookups return socket cookies. A ``MapSpec`` is accepted too."""
-        if isinstance(max_entries, MapSpec):
-            return super().create(max_entries, **fields)
-        if max_entries is not None:
-            fields["max_entries"] = max_entries
-        return super().create(None, **fields)
 
     @classmethod
     def _defaults(cls) -> dict[str, Any]:

@@ -28,15 +28,6 @@ class XskMap(_FdValueMap):
         super().__init__(fd, spec.copy(key=ctypes.c_uint32, value=ctypes.c_uint32), readonly=readonly)
 
     @classmethod
-    def create(cls, max_entries: int | MapSpec | None = None, **fields: Any) -> Map:  # type: ignore[override]
-        """Create with the kernel's sizes (key and value 4 bytes): ``XskMap.create(64)``."""
-        if isinstance(max_entries, MapSpec):
-            return super().create(max_entries, **fields)
-        if max_entries is not None:
-            fields["max_entries"] = max_entries
-        return super().create(None, **fields)
-
-    @classmethod
     def _defaults(cls) -> dict[str, Any]:
         return {"type": MapType.XSKMAP, "key_size": 4, "value_size": 4}
 
