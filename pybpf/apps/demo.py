@@ -1,4 +1,4 @@
-"""``pybpf demo``: each kind of map doing its job live on this kernel, then a summary table.
+"""``pybpf demo``: each socket map doing its job live on this kernel, then a summary table.
 
 Every step uses only the public API, cleans up after itself, and reports one line.
 """
@@ -14,7 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pybpf
+from pybpf import XskMap
+from pybpf.apps.netns import veth_pair
 from pybpf.apps.proxy import SpliceProxy
+from pybpf.apps.reuseport import Steering, reuseport_group
+from pybpf.xdp import XskSocket
 
 
 @dataclass
@@ -90,10 +94,65 @@ def _splice() -> str:
     return asyncio.run(run())
 
 
+def _reuseport() -> str:
+    """Three SO_REUSEPORT listeners; the control map sends every connection to one, then another."""
+    listeners = reuseport_group(("127.0.0.1", 0), 3)
+    try:
+        address = listeners[0].getsockname()[:2]
+        for sock in listeners:
+            sock.setblocking(False)
+
+        def answered_by() -> int:
+            with socket.create_connection(address, timeout=5):
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline:
+                    for i, sock in enumerate(listeners):
+                        try:
+                            conn, _ = sock.accept()
+                        except BlockingIOError:
+                            continue
+                        conn.close()
+                        return i
+                    time.sleep(0.001)
+            raise TimeoutError("no listener accepted the connection")
+
+        with Steering.create(slots=4) as steering:
+            for slot, sock in enumerate(listeners):
+                steering.add(slot, sock)
+            steering.attach(listeners[0])
+            steering.select(2)
+            first = {answered_by() for _ in range(20)}
+            steering.select(0)
+            second = {answered_by() for _ in range(20)}
+        assert first == {2} and second == {0}, (first, second)
+        return "20 connections all to listener 2; one map update; the next 20 all to listener 0"
+    finally:
+        for sock in listeners:
+            sock.close()
+
+
+def _xskmap() -> str:
+    """UDP packets from a veth peer land in Python through an XDP program and an AF_XDP socket."""
+    with veth_pair() as pair, pair.local.inside():
+        with XskSocket(pair.local.ifname, 0) as xsk, XskMap.create(1) as xsks, pybpf.programs.xsk_redirect(xsks) as prog:
+            xsks[0] = xsk
+            with prog.attach_xdp(pair.local.ifname, pybpf.XdpMode.SKB), pair.peer.socket() as sender:
+                got: list[bytes] = []
+                deadline = time.monotonic() + 10
+                while len(got) < 10 and time.monotonic() < deadline:
+                    sender.sendto(b"to-python-%d" % len(got), (pair.local.ip, 7777))
+                    with xsk.recv(64, timeout=0.2) as batch:
+                        got.extend(bytes(frame) for frame in batch)
+        assert len(got) >= 10 and all(b"to-python-" in frame for frame in got), got
+        return f"{len(got)} UDP packets from the peer namespace received as frames in Python (namespaces removed)"
+
+
 STEPS: list[tuple[str, Callable[[], str]]] = [
     ("HASH map", _hash_map),
     ("SOCKHASH", _sockhash),
     ("SOCKHASH splice proxy", _splice),
+    ("REUSEPORT_SOCKARRAY steering", _reuseport),
+    ("XSKMAP / AF_XDP", _xskmap),
 ]
 
 
