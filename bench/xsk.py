@@ -36,8 +36,8 @@ from pybpf.apps.netns import Side, veth_pair
 from pybpf._sys.constants import Cmd
 from pybpf._sys.syscall import bpf
 from pybpf.asm import DW, FP, R0, R1, R2, W, Assembler, Helper
-from pybpf.maps import Map
-from pybpf.maps.xsk import XskMap
+from pybpf import Map
+from pybpf import XskMap
 from pybpf.programs import Program, ProgramSpec, XdpMode, xsk_redirect
 from pybpf.xdp import Umem, XskSocket
 

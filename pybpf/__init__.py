@@ -12,7 +12,7 @@ from .errors import (
     PermissionDeniedError,
     VerifierError,
 )
-from .maps import (
+from .map import (
     BloomFilter,
     Map,
     MapInfo,
@@ -25,6 +25,7 @@ from .maps import (
     SockMap,
     XskMap,
     maps,
+    possible_cpus,
     socket_cookie,
 )
 
@@ -91,5 +92,6 @@ __all__ = [
     "XskMap",
     "load",
     "maps",
+    "possible_cpus",
     "socket_cookie",
 ]

@@ -24,8 +24,8 @@ from .btf import BtfHandle
 from .btf import load as load_btf
 from .elf import ElfObject, ObjectBTF, read_object
 from .errors import BPFError
-from .maps import Map, MapInfo, MapSpec
-from .maps.codec import possible_cpus
+from .map import Map, MapInfo, MapSpec
+from .map.codec import possible_cpus
 from .programs import Program, ProgramSpec
 
 DEFAULT_PIN_ROOT = Path("/sys/fs/bpf")

@@ -9,8 +9,8 @@ import re
 
 from ._sys.constants import MapFlags, MapType
 from .errors import BPFError
-from .maps.map import Map
-from .maps.spec import MapSpec
+from .map.map import Map
+from .map.spec import MapSpec
 
 _PROBE_SPECS: dict[MapType, MapSpec] = {
     MapType.LPM_TRIE: MapSpec(MapType.LPM_TRIE, 8, 4, 1, flags=MapFlags.NO_PREALLOC),

@@ -26,7 +26,7 @@ from pybpf import (
     PermissionDeniedError,
     UpdateFlags,
 )
-from pybpf.maps.codec import possible_cpus
+from pybpf import possible_cpus
 
 pytestmark = pytest.mark.usefixtures("no_fd_leak")
 

@@ -20,7 +20,7 @@ import pytest
 
 from pybpf.apps.netns import Side, VethPair, veth_pair
 from pybpf import IndexOutOfRangeError, Map, MapType, NotSupportedError
-from pybpf.maps.xsk import XskMap
+from pybpf import XskMap
 from pybpf.programs import XdpMode, xsk_redirect
 from pybpf.xdp import BindFlags, FrameCounts, PcapWriter, RxBatch, Umem, XskSocket
 

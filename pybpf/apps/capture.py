@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..maps import XskMap
+from ..map import XskMap
 from ..programs import XdpMode, xsk_redirect
 from ..xdp import PcapWriter, XskSocket
 

@@ -13,7 +13,7 @@ import struct
 
 from .._sys.constants import MapFlags, MapType, Pinning
 from ..btf import BTFError, Datasec, MapDef, Struct, Var, map_defs
-from ..maps import MapSpec
+from ..map import MapSpec
 from .btf import ObjectBTF
 from .names import data_map_name, kernel_name
 from .reader import ElfFile, Relocation, Section, Symbol

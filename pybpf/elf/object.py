@@ -6,7 +6,7 @@ import dataclasses
 import os
 
 from ..btf import BTFError
-from ..maps import MapSpec
+from ..map import MapSpec
 from .btf import ObjectBTF, read_btf
 from .maps import read_maps
 from .programs import ObjectProgramSpec, read_programs

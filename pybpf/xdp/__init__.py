@@ -1,7 +1,7 @@
 """AF_XDP: ``Umem`` (the shared packet buffer), ``XskSocket`` (rings over ``mmap``, zero-copy
 receive, batched send), ``XskMap`` (where XDP programs find the sockets) and a pcap writer."""
 
-from ..maps.xsk import XskMap
+from ..map.xsk import XskMap
 from .batch import RxBatch
 from .pcap import PcapWriter
 from .socket import BindFlags, XskSocket, XskStatistics

@@ -9,7 +9,6 @@ from typing import Any
 from .._sys.constants import MapType
 from ..errors import ENOTSUPP, BPFError, IndexOutOfRangeError, NotSupportedError, error_for
 from .fdmaps import _FdValueMap
-from .map import Map
 from .spec import MapSpec
 
 

@@ -1,5 +1,8 @@
-"""Maps: ``MapSpec`` (plain data), ``Map`` (owns an fd) and the typed subclasses."""
+"""Maps: ``MapSpec`` (plain data), ``Map`` (owns an fd) and the typed subclasses.
 
+(The package is ``pybpf.map`` because ``pybpf.maps()`` is the function listing the system's maps.)"""
+
+from .codec import possible_cpus
 from .fdmaps import MapOfMaps, ProgramArray, ReuseportSockArray, SockHash, SockMap, socket_cookie
 from .info import MapInfo, maps
 from .keyless import BloomFilter, QueueMap
@@ -20,5 +23,6 @@ __all__ = [
     "SockMap",
     "XskMap",
     "maps",
+    "possible_cpus",
     "socket_cookie",
 ]
