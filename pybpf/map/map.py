@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from .._sys import commands
 from .._sys.attrs import MapBatchAttr, MapCreateAttr, MapElemAttr
 from .._sys.constants import ALL_MAP_FLAGS, Cmd, FileFlags, MapFlags, MapType, UpdateFlags
+from .._sys.kernel import MAP_TYPE_SINCE, kernel_has, kernel_version
 from .._sys.syscall import NR_BPF, get_errno, raw
 from ..errors import (
     ENOTSUPP,
@@ -730,6 +731,10 @@ def _create_error(spec: MapSpec, err: BPFError) -> BPFError:
     kind = _type_name(spec.type)
     code = err.errno
     what = f"create {kind} map"
+    since = MAP_TYPE_SINCE.get(spec.type)  # type: ignore[call-overload]
+    if since is not None and not kernel_has(since) and code in (errno.EINVAL, ENOTSUPP, errno.EOPNOTSUPP):
+        running = ".".join(map(str, kernel_version()))
+        return NotSupportedError(code, what, spec.name, message=f"{kind} maps need Linux {since[0]}.{since[1]}; this is {running}")
     if code == errno.EINVAL:
         return error_for(code, what, spec.name, message="the kernel refused the attributes (sizes, flags or map_extra) for this type")
     if code in (ENOTSUPP, errno.EOPNOTSUPP):

@@ -11,7 +11,7 @@ from typing import Any
 
 from .._sys import commands
 from .._sys.constants import AttachType, MapType, ProgramType
-from ..features import SOCKMAP_LINK_SINCE, kernel_has
+from .._sys.kernel import SOCKMAP_LINK_SINCE, kernel_has
 from ..errors import BPFError, NotSupportedError, error_for
 from .link import Link
 
