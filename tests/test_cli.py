@@ -100,3 +100,24 @@ def test_prog_and_btf_verbs(pin_dir: Path) -> None:
     head = subprocess.run(f"{sys.executable} -m pybpf btf dump file /sys/kernel/btf/vmlinux | head -1",
                           shell=True, capture_output=True, text=True, timeout=120)
     assert head.stdout.startswith("[1] INT") and head.stderr == ""
+
+
+def test_typed_dump_matches_bpftool() -> None:
+    import ctypes
+
+    from pybpf import Map, MapType
+
+    class Entry(ctypes.Structure):
+        _fields_ = [("hits", ctypes.c_int64), ("port", ctypes.c_uint16), ("name", ctypes.c_char * 8),
+                    ("last", ctypes.c_uint8 * 3)]
+
+    with Map.create(type=MapType.HASH, key=ctypes.c_uint32, value=Entry, max_entries=4, name="typed_dump") as m:
+        m[7] = Entry(-3, 443, b"https", (ctypes.c_uint8 * 3)(1, 2, 3))
+        m[9] = Entry(5, 80, b"http", (ctypes.c_uint8 * 3)(4, 5, 6))
+        ours = json.loads(pybpf("-j", "map", "dump", "id", str(m.id)).stdout)
+        theirs = json.loads(bpftool("-j", "map", "dump", "id", str(m.id)))
+        assert sorted(map(json.dumps, ours)) == sorted(map(json.dumps, theirs))
+        assert {e["formatted"]["key"]: e["formatted"]["value"]["name"] for e in ours} == {7: "https", 9: "http"}
+        looked = json.loads(pybpf("-j", "map", "lookup", "name", "typed_dump", "key", "7", "0", "0", "0").stdout)
+        assert looked["formatted"]["value"] == {"hits": -3, "port": 443, "name": "https", "last": [1, 2, 3]}
+        assert 'value: {"hits": 5' in pybpf("map", "dump", "id", str(m.id)).stdout

@@ -148,22 +148,54 @@ def _cmd_dump(args: argparse.Namespace, words: list[str]) -> int:
             rows.append((key, _as_bytes(m, value)))
             progress.step()
         progress.done()
+        typed = _Typed(m)
         if args.json:
-            print(json.dumps([_json_elem(k, v) for k, v in rows], separators=(",", ":")))
+            print(json.dumps([_json_elem(k, v, typed(k, v)) for k, v in rows], separators=(",", ":")))
         else:
             for key, value in rows:
-                print(_text_elem(key, value))
+                print(_text_elem(key, value, typed(key, value)))
             print(f"Found {len(rows)} element{'s' if len(rows) != 1 else ''}")
     return 0
 
 
-def _json_elem(key: bytes, value: bytes | list[bytes]) -> dict[str, Any]:
+class _Typed:
+    """Formats a map's keys and values by its BTF types, when the map has them (as bpftool does)."""
+
+    def __init__(self, m: Map) -> None:
+        info = m.info()
+        self.btf: Any = None
+        if info.btf_id and (info.btf_key_type_id or info.btf_value_type_id):
+            from .. import BtfHandle  # BTF is imported only for maps that have it
+
+            with BtfHandle.from_id(info.btf_id) as handle:
+                self.btf = handle.btf()
+            self.key_id, self.value_id = info.btf_key_type_id, info.btf_value_type_id
+
+    def __call__(self, key: bytes, value: bytes | list[bytes]) -> dict[str, Any] | None:
+        if self.btf is None:
+            return None
+        from ..btf.values import format_value
+
+        def one(type_id: int, data: bytes) -> Any:
+            return format_value(self.btf, type_id, data) if type_id else data.hex()
+
+        shown = [one(self.value_id, v) for v in value] if isinstance(value, list) else one(self.value_id, value)
+        return {"key": one(self.key_id, key), "value": shown}
+
+
+def _json_elem(key: bytes, value: bytes | list[bytes], typed: dict[str, Any] | None = None) -> dict[str, Any]:
     if isinstance(value, list):
-        return {"key": _hex_json(key), "values": [{"cpu": i, "value": _hex_json(v)} for i, v in enumerate(value)]}
-    return {"key": _hex_json(key), "value": _hex_json(value)}
+        elem: dict[str, Any] = {"key": _hex_json(key), "values": [{"cpu": i, "value": _hex_json(v)} for i, v in enumerate(value)]}
+    else:
+        elem = {"key": _hex_json(key), "value": _hex_json(value)}
+    if typed is not None:
+        elem["formatted"] = typed
+    return elem
 
 
-def _text_elem(key: bytes, value: bytes | list[bytes]) -> str:
+def _text_elem(key: bytes, value: bytes | list[bytes], typed: dict[str, Any] | None = None) -> str:
+    if typed is not None:
+        return f"key: {json.dumps(typed['key'])}  value: {json.dumps(typed['value'])}"
     if isinstance(value, list):
         return f"key: {_hex_text(key)}\n" + "\n".join(f"value (CPU {i:02d}): {_hex_text(v)}" for i, v in enumerate(value))
     return f"key: {_hex_text(key)}  value: {_hex_text(value)}"
@@ -187,7 +219,8 @@ def _cmd_lookup(args: argparse.Namespace, words: list[str]) -> int:
         _expect(words, "key")
         key = _bytes(words, m.key_size, "key")
         value = _as_bytes(m, m.lookup(key))
-        print(json.dumps(_json_elem(key, value), separators=(",", ":")) if args.json else _text_elem(key, value))
+        typed = _Typed(m)(key, value)
+        print(json.dumps(_json_elem(key, value, typed), separators=(",", ":")) if args.json else _text_elem(key, value, typed))
     return 0
 
 
