@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -38,6 +39,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "nokernel" not in item.keywords:
             item.add_marker(pytest.mark.skip(reason=_REASON))
+
+
+_VERSION_GATE = re.compile(r"\bneeds? Linux \d+\.\d+")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """Under PYBPF_REQUIRE_KERNEL=1 a skip fails the test, unless the running kernel predates
+    the feature (the reason says "needs Linux X.Y"): a missing tool must not hide a path."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("PYBPF_REQUIRE_KERNEL") == "1" and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if not _VERSION_GATE.search(reason):
+            report.outcome = "failed"
+            report.longrepr = f"skipped under PYBPF_REQUIRE_KERNEL=1 (only kernel-version gates may skip): {reason}"
 
 
 def open_fds() -> set[int]:
