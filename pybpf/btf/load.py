@@ -10,8 +10,8 @@ import ctypes
 import dataclasses
 import errno
 import os
-import weakref
 
+from .._fd import FdOwner
 from .._sys import commands
 from .._sys.btf import btf_info, btf_load
 from .._sys.constants import Cmd
@@ -38,13 +38,15 @@ class BtfInfo:
     kernel: bool
 
 
-class BtfHandle:
-    """A BTF object in the kernel; owns its fd. ``load`` one, or open it with ``from_id``/``from_fd``."""
+class BtfHandle(FdOwner):
+    """A BTF object in the kernel; owns its fd (maps and programs using the BTF keep it alive after
+    ``close()``). ``load`` one, or open it with ``from_id``/``from_fd``."""
+
+    _what = "BTF handle"
 
     def __init__(self, fd: int) -> None:
         """Wrap an fd this object now owns."""
-        self._fd = fd
-        self._finalizer = weakref.finalize(self, os.close, fd)
+        self._own(fd)
         self._id: int | None = None
 
     @classmethod
@@ -56,28 +58,6 @@ class BtfHandle:
     def from_fd(cls, fd: int) -> BtfHandle:
         """A handle on a duplicate of ``fd`` (the caller keeps its own fd)."""
         return cls(os.dup(fd))
-
-    @property
-    def fd(self) -> int:
-        """The BTF object's file descriptor; ValueError once closed."""
-        if self._finalizer.alive:
-            return self._fd
-        raise ValueError("operation on a closed BTF handle")
-
-    @property
-    def closed(self) -> bool:
-        """Whether ``close()`` was called."""
-        return not self._finalizer.alive
-
-    def close(self) -> None:
-        """Close the fd (maps and programs using the BTF keep it alive). Idempotent."""
-        self._finalizer()
-
-    def __enter__(self) -> BtfHandle:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @property
     def id(self) -> int:

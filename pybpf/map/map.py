@@ -16,6 +16,7 @@ import weakref
 from collections.abc import Iterable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .._fd import FdOwner
 from .._sys import commands
 from .._sys.attrs import MapBatchAttr, MapCreateAttr, MapElemAttr
 from .._sys.constants import ALL_MAP_FLAGS, Cmd, FileFlags, MapFlags, MapType, UpdateFlags
@@ -152,12 +153,14 @@ class _Closed:
 _CLOSED = _Closed()
 
 
-class Map(MutableMapping):
+class Map(FdOwner, MutableMapping):
     """A BPF map. Create with ``Map.create(spec)``; open with ``from_pin``, ``from_id``, ``from_fd``.
 
     Keys and values are bytes-like, ``int`` (native order) or the declared ctypes types; lookups
     return ``bytes`` unless a value type was declared. Per-CPU maps take and return a list.
     """
+
+    _what = "map"
 
     _by_type: ClassVar[dict[int, type[Map]]] = {}
     map_types: ClassVar[tuple[MapType, ...]] = ()
@@ -169,8 +172,7 @@ class Map(MutableMapping):
 
     def __init__(self, fd: int, spec: MapSpec, *, readonly: bool = False) -> None:
         """Wrap an fd this object now owns; ``spec`` gives the map's shape (as the kernel reports it)."""
-        self._fd = fd
-        self._finalizer = weakref.finalize(self, os.close, fd)
+        self._own(fd)
         self.type: MapType | int = _as_map_type(spec.type)
         self.key_size: int = spec.key_size or 0
         self.value_size: int = spec.value_size or 0
@@ -287,18 +289,6 @@ class Map(MutableMapping):
 
     # ---- lifetime -----------------------------------------------------------------------------
 
-    @property
-    def fd(self) -> int:
-        """The map's file descriptor (owned by this object); ValueError once closed."""
-        if self._finalizer.alive:
-            return self._fd
-        raise ValueError("operation on a closed map")
-
-    @property
-    def closed(self) -> bool:
-        """Whether ``close()`` was called."""
-        return not self._finalizer.alive
-
     def close(self) -> None:
         """Close the fd (the map lives on while pinned or used by a program). Idempotent."""
         if self._finalizer.alive:
@@ -310,12 +300,6 @@ class Map(MutableMapping):
                     pass  # views still exported: the mapping goes when they do
                 self._mmap = None
             self._finalizer()
-
-    def __enter__(self) -> Map:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"fd={self._fd}"

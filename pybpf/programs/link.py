@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import weakref
 from typing import Any
 
+from .._fd import FdOwner
 from .._sys import commands, prog
 from .._sys.constants import Cmd
 from .info import LinkInfo
@@ -18,17 +18,18 @@ def _prog_fd(program: Any) -> int:
     return fd
 
 
-class Link:
+class Link(FdOwner):
     """A BPF link that owns its fd: ``close()`` detaches unless the link is pinned.
 
     Make one with ``Program.link`` or ``Program.attach_xdp``; open one with ``from_pin``,
     ``from_id`` or ``from_fd``.
     """
 
+    _what = "link"
+
     def __init__(self, fd: int, name: str = "") -> None:
         """Wrap a link fd this object now owns; ``name`` says what it attaches (for messages)."""
-        self._fd = fd
-        self._finalizer = weakref.finalize(self, os.close, fd)
+        self._own(fd)
         self.name = name
 
     @classmethod
@@ -45,28 +46,6 @@ class Link:
     def from_fd(cls, fd: int) -> Link:
         """A ``Link`` for a duplicate of ``fd`` (the caller keeps its own fd)."""
         return cls(os.dup(fd))
-
-    @property
-    def fd(self) -> int:
-        """The link's file descriptor (owned by this object); ValueError once closed."""
-        if self._finalizer.alive:
-            return self._fd
-        raise ValueError("operation on a closed link")
-
-    @property
-    def closed(self) -> bool:
-        """Whether ``close()`` was called."""
-        return not self._finalizer.alive
-
-    def close(self) -> None:
-        """Close the fd: the program is detached unless the link is pinned. Idempotent."""
-        self._finalizer()
-
-    def __enter__(self) -> Link:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"fd={self._fd}"

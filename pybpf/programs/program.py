@@ -7,10 +7,10 @@ import errno
 import os
 import socket
 import struct
-import weakref
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
+from .._fd import FdOwner
 from .._sys import commands, prog
 from .._sys.attrs import ProgLoadAttr, TestRunAttr
 from .._sys.constants import AttachType, Cmd, ProgramType
@@ -39,18 +39,19 @@ def _program_type(value: int) -> ProgramType | int:
         return value
 
 
-class Program:
+class Program(FdOwner):
     """A loaded BPF program. Load with ``Program.load(spec)``; open with ``from_pin``, ``from_id``,
     ``from_fd``. Closing the last fd unloads it unless it is pinned or attached.
 
     ``verifier_log`` holds the verifier's text when loaded with ``log_level`` > 0.
     """
 
+    _what = "program"
+
     def __init__(self, fd: int, type: ProgramType | int, name: str = "", *,
                  expected_attach_type: AttachType | int | None = None, verifier_log: str = "") -> None:
         """Wrap a program fd this object now owns."""
-        self._fd = fd
-        self._finalizer = weakref.finalize(self, os.close, fd)
+        self._own(fd)
         self.type: ProgramType | int = _program_type(type)
         self.name = name
         self.expected_attach_type = expected_attach_type
@@ -110,28 +111,6 @@ class Program:
         return new
 
     # ---- lifetime ---------------------------------------------------------------------------
-
-    @property
-    def fd(self) -> int:
-        """The program's file descriptor (owned by this object); ValueError once closed."""
-        if self._finalizer.alive:
-            return self._fd
-        raise ValueError("operation on a closed program")
-
-    @property
-    def closed(self) -> bool:
-        """Whether ``close()`` was called."""
-        return not self._finalizer.alive
-
-    def close(self) -> None:
-        """Close the fd (attachments and pins keep the program loaded). Idempotent."""
-        self._finalizer()
-
-    def __enter__(self) -> Program:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"fd={self._fd}"
