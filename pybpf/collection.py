@@ -25,6 +25,7 @@ from .btf import load as load_btf
 from .elf import ElfObject, ObjectBTF, read_object
 from .errors import BPFError
 from .map import Map, MapInfo, MapSpec
+from .map.spec import map_type_name
 from .map.codec import possible_cpus
 from .programs import Program, ProgramSpec
 
@@ -238,7 +239,7 @@ def _reuse(name: str, spec: MapSpec, path: Path) -> Map:
 def _differences(spec: MapSpec, info: MapInfo) -> list[str]:
     """``attribute: object value != pinned value`` for each attribute that must match to reuse."""
     pairs: Iterable[tuple[str, Any, Any]] = (
-        ("type", _type_name(spec.type), _type_name(info.type)),
+        ("type", map_type_name(spec.type), map_type_name(info.type)),
         ("key_size", spec.key_size, info.key_size),
         ("value_size", spec.value_size, info.value_size),
         ("max_entries", spec.max_entries, info.max_entries),
@@ -246,13 +247,6 @@ def _differences(spec: MapSpec, info: MapInfo) -> list[str]:
         ("map_extra", spec.map_extra, info.map_extra),
     )
     return [f"{field}: {want} (object) != {have} (pinned)" for field, want, have in pairs if want != have]
-
-
-def _type_name(value: int) -> str:
-    try:
-        return MapType(value).name
-    except ValueError:
-        return str(value)
 
 
 def _point_at(code: bytearray, insn: int, fd: int, offset: int | None, program: str) -> None:

@@ -9,7 +9,9 @@ from typing import Any, NoReturn
 from .._sys.constants import MapType, UpdateFlags
 from .._sys.syscall import NR_BPF, get_errno, raw
 from ..errors import KeyNotFoundError, NotSupportedError
-from .map import _ELEM_SIZE, Map, _type_name
+from .calls import ELEM_SIZE
+from .map import Map
+from .spec import map_type_name
 
 
 class _Keyless(Map):
@@ -22,11 +24,11 @@ class _Keyless(Map):
             ref = ctypes.byref(calls.flagged_attr)
         else:
             ref = calls.ref
-        if raw(NR_BPF, cmd, ref, _ELEM_SIZE) < 0:
+        if raw(NR_BPF, cmd, ref, ELEM_SIZE) < 0:
             raise self._error(op, get_errno())
 
     def _keyed(self, op: str) -> NoReturn:
-        raise NotSupportedError(errno.EINVAL, op, self.name, message=f"{_type_name(self.type)} maps have no keys")
+        raise NotSupportedError(errno.EINVAL, op, self.name, message=f"{map_type_name(self.type)} maps have no keys")
 
     def lookup(self, key: Any) -> Any:
         self._keyed("lookup")

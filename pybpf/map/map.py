@@ -1,7 +1,6 @@
 """``Map``: a live BPF map that owns its fd and behaves as a ``MutableMapping``.
 
-Element operations reuse per-thread call buffers (key, value, attr) built once, so a lookup is
-one key pack, one syscall and one decode; threads never share a buffer.
+Element operations go through per-thread call buffers (``calls.py``); creation is ``create.py``.
 """
 
 from __future__ import annotations
@@ -10,17 +9,14 @@ import ctypes
 import errno
 import mmap as _mmap
 import os
-import struct
-import threading
 import weakref
 from collections.abc import Iterable, Iterator, MutableMapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from .._fd import FdOwner
 from .._sys import commands
-from .._sys.attrs import MapBatchAttr, MapCreateAttr, MapElemAttr
+from .._sys.attrs import MapBatchAttr
 from .._sys.constants import ALL_MAP_FLAGS, Cmd, FileFlags, MapFlags, MapType, UpdateFlags
-from .._sys.kernel import MAP_TYPE_SINCE, kernel_has, kernel_version
 from .._sys.syscall import NR_BPF, get_errno, raw
 from ..errors import (
     ENOTSUPP,
@@ -33,12 +29,11 @@ from ..errors import (
     PermissionDeniedError,
     error_for,
 )
+from .calls import BATCH_SIZE, CLOSED, ELEM_SIZE, Calls, Closed, address
 from .codec import Field, PerCpuField
+from .create import create_fd
 from .info import MapInfo
-from .spec import MapSpec, is_percpu, type_size
-
-if TYPE_CHECKING:
-    from ..btf import BtfHandle
+from .spec import MapSpec, is_percpu, map_type_name, type_size
 
 _INDEXED = {
     MapType.ARRAY, MapType.PERCPU_ARRAY, MapType.PROG_ARRAY, MapType.PERF_EVENT_ARRAY, MapType.CGROUP_ARRAY,
@@ -53,104 +48,6 @@ _BATCH = {
 _BATCH_DELETE = {MapType.HASH, MapType.PERCPU_HASH, MapType.LRU_HASH, MapType.LRU_PERCPU_HASH}
 _KEYLESS = {MapType.QUEUE, MapType.STACK, MapType.BLOOM_FILTER, MapType.RINGBUF, MapType.USER_RINGBUF, MapType.ARENA}
 _MISSING = object()
-_ELEM_SIZE = ctypes.sizeof(MapElemAttr)
-_BATCH_SIZE = ctypes.sizeof(MapBatchAttr)
-
-
-def _address(buf: bytearray) -> tuple[int, Any]:
-    """The address of a bytearray's storage, and the ctypes view that pins it (keep it alive)."""
-    view = (ctypes.c_char * max(len(buf), 1)).from_buffer(buf) if buf else None
-    return (ctypes.addressof(view) if view is not None else 0), view
-
-
-class _Calls(threading.local):
-    """One thread's call buffers for one map (key, value, next key, an attr per command) and the
-    element operations as closures over them: the hot path touches only locals.
-
-    Each command has its own attr because the kernel refuses non-zero bytes past a command's
-    last field (a delete with a value pointer set is EINVAL).
-    """
-
-    def __init__(self, owner: weakref.ref[Map], fd: int, key: Field, value: Field, value_alloc: int) -> None:
-        self.key = kbuf = bytearray(key.size)
-        self.value = vbuf = bytearray(value_alloc)
-        self.next_key = bytearray(key.size)
-        key_addr, self._k = _address(self.key)
-        value_addr, self._v = _address(self.value)
-        next_addr, self._n = _address(self.next_key)
-        self.attr = MapElemAttr(map_fd=fd, key=key_addr, value=value_addr)
-        self.ref = ref = ctypes.byref(self.attr)
-        self.update_attr = MapElemAttr(map_fd=fd, key=key_addr, value=value_addr)  # flags stay ANY
-        self.update_ref = upd_ref = ctypes.byref(self.update_attr)
-        self.flagged_attr = flagged = MapElemAttr(map_fd=fd, key=key_addr, value=value_addr)
-        flagged_ref = ctypes.byref(flagged)
-        self.delete_attr = MapElemAttr(map_fd=fd, key=key_addr)
-        self.delete_ref = del_ref = ctypes.byref(self.delete_attr)
-        self.next_attr = MapElemAttr(map_fd=fd, key=key_addr, value=next_addr)
-        self.next_ref = ctypes.byref(self.next_attr)
-        self.first_attr = MapElemAttr(map_fd=fd, key=0, value=next_addr)
-        self.first_ref = ctypes.byref(self.first_attr)
-
-        put_key, fast_key = key.put, key.fast_put
-        decode = value.decode
-        map_cls = type(owner())
-        if map_cls._put_value is Map._put_value:
-            put_value, fast_value = value.put, value.fast_put
-        else:
-            def put_value(buf: bytearray, offset: int, obj: Any) -> None:
-                owner()._put_value(buf, obj)  # type: ignore[union-attr]
-
-            fast_value = put_value
-
-        def fail(op: str, obj: Any) -> BPFError:
-            return owner()._error(op, get_errno(), obj)  # type: ignore[union-attr]
-
-        unpack = value.unpack_int  # the common u32/u64 value: decoded inline, no extra call
-
-        def lookup(k: Any) -> Any:
-            try:
-                fast_key(kbuf, 0, k)
-            except struct.error:
-                put_key(kbuf, 0, k)
-            if raw(NR_BPF, 1, ref, _ELEM_SIZE) < 0:
-                raise fail("lookup", k)
-            return unpack(vbuf)[0] if unpack is not None else decode(vbuf)
-
-        def update(k: Any, v: Any, flags: int) -> None:
-            try:
-                fast_key(kbuf, 0, k)
-            except struct.error:
-                put_key(kbuf, 0, k)
-            try:
-                fast_value(vbuf, 0, v)
-            except struct.error:
-                put_value(vbuf, 0, v)
-            if flags:
-                flagged.flags = flags
-                if raw(NR_BPF, 2, flagged_ref, _ELEM_SIZE) < 0:
-                    raise fail("update", k)
-            elif raw(NR_BPF, 2, upd_ref, _ELEM_SIZE) < 0:
-                raise fail("update", k)
-
-        def delete(k: Any) -> None:
-            try:
-                fast_key(kbuf, 0, k)
-            except struct.error:
-                put_key(kbuf, 0, k)
-            if raw(NR_BPF, 3, del_ref, _ELEM_SIZE) < 0:
-                raise fail("delete", k)
-
-        self.lookup, self.update, self.delete = lookup, update, delete
-
-
-class _Closed:
-    """Stands in for the call buffers of a closed map: any use says so."""
-
-    def __getattr__(self, name: str) -> Any:
-        raise ValueError("operation on a closed map")
-
-
-_CLOSED = _Closed()
 
 
 class Map(FdOwner, MutableMapping):
@@ -173,7 +70,7 @@ class Map(FdOwner, MutableMapping):
     def __init__(self, fd: int, spec: MapSpec, *, readonly: bool = False) -> None:
         """Wrap an fd this object now owns; ``spec`` gives the map's shape (as the kernel reports it)."""
         self._own(fd)
-        self.type: MapType | int = _as_map_type(spec.type)
+        self.type: MapType | int = MapType(spec.type) if spec.type in MapType._value2member_map_ else spec.type
         self.key_size: int = spec.key_size or 0
         self.value_size: int = spec.value_size or 0
         self.max_entries: int = spec.max_entries
@@ -186,7 +83,8 @@ class Map(FdOwner, MutableMapping):
         value_cls = PerCpuField if is_percpu(self.type) else Field
         self._value: Field = value_cls(self.value_size, spec.value, "value")
         value_alloc = getattr(self._value, "total", self.value_size)
-        self._calls: _Calls | _Closed = _Calls(weakref.ref(self), fd, self._key, self._value, value_alloc)
+        custom_values = type(self)._put_value is not Map._put_value
+        self._calls: Calls | Closed = Calls(weakref.ref(self), fd, self._key, self._value, value_alloc, custom_values)
         self._value_alloc = value_alloc
 
     # ---- construction -------------------------------------------------------------------------
@@ -204,7 +102,7 @@ class Map(FdOwner, MutableMapping):
         spec.validate()
         target = cls._class_for(spec.type)
         target._check_spec(spec)
-        fd = _create_fd(spec)
+        fd = create_fd(spec)
         try:
             new = target(fd, spec)
             new._fill(spec.contents)
@@ -226,7 +124,7 @@ class Map(FdOwner, MutableMapping):
         """Refuse a spec whose type this class does not handle."""
         if cls.map_types and spec.type not in cls.map_types:
             names = ", ".join(t.name for t in cls.map_types)
-            raise ValueError(f"MapSpec.type: {cls.__name__} holds {names} maps, not {_type_name(spec.type)}")
+            raise ValueError(f"MapSpec.type: {cls.__name__} holds {names} maps, not {map_type_name(spec.type)}")
 
     @classmethod
     def _class_for(cls, map_type: int) -> type[Map]:
@@ -292,7 +190,7 @@ class Map(FdOwner, MutableMapping):
     def close(self) -> None:
         """Close the fd (the map lives on while pinned or used by a program). Idempotent."""
         if self._finalizer.alive:
-            self._calls = _CLOSED
+            self._calls = CLOSED
             if self._mmap is not None:
                 try:
                     self._mmap.close()
@@ -304,7 +202,7 @@ class Map(FdOwner, MutableMapping):
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"fd={self._fd}"
         return (
-            f"<{type(self).__name__} {self.name!r} {_type_name(self.type)} key={self.key_size} "
+            f"<{type(self).__name__} {self.name!r} {map_type_name(self.type)} key={self.key_size} "
             f"value={self.value_size} max_entries={self.max_entries} {state}>"
         )
 
@@ -347,7 +245,7 @@ class Map(FdOwner, MutableMapping):
         """Remove ``key`` and return its value, in one step."""
         calls = self._calls
         self._key.put(calls.key, 0, key)
-        if raw(NR_BPF, 21, calls.ref, _ELEM_SIZE) < 0:
+        if raw(NR_BPF, 21, calls.ref, ELEM_SIZE) < 0:
             raise self._error("lookup_and_delete", get_errno(), key)
         return self._value.decode(calls.value)
 
@@ -357,7 +255,7 @@ class Map(FdOwner, MutableMapping):
 
     def _error(self, op: str, code: int, key: Any = _MISSING) -> BPFError:
         """What an errno from an element operation means for this map type."""
-        kind = _type_name(self.type)
+        kind = map_type_name(self.type)
         where = f"{op} on map {self.name!r}" if self.name else f"{op} on {kind} map"
         key_text = "" if key is _MISSING else f"key {key!r}: "
         if code == errno.ENOENT:
@@ -382,10 +280,10 @@ class Map(FdOwner, MutableMapping):
         """``BPF_MAP_GET_NEXT_KEY``: the key after ``prev`` (the first key when None), or None at the end."""
         calls = self._calls
         if prev is None:
-            ret = raw(NR_BPF, 4, calls.first_ref, _ELEM_SIZE)
+            ret = raw(NR_BPF, 4, calls.first_ref, ELEM_SIZE)
         else:
             calls.key[:] = prev
-            ret = raw(NR_BPF, 4, calls.next_ref, _ELEM_SIZE)
+            ret = raw(NR_BPF, 4, calls.next_ref, ELEM_SIZE)
         if ret < 0:
             code = get_errno()
             if code == errno.ENOENT:
@@ -400,8 +298,8 @@ class Map(FdOwner, MutableMapping):
         seen are skipped; a walk that finds nothing new for two map-sizes of steps stops.
         """
         if self.type in _KEYLESS:
-            raise NotSupportedError(errno.EOPNOTSUPP, f"iterate {_type_name(self.type)} map", self.name,
-                                    message=f"{_type_name(self.type)} maps have no keys")
+            raise NotSupportedError(errno.EOPNOTSUPP, f"iterate {map_type_name(self.type)} map", self.name,
+                                    message=f"{map_type_name(self.type)} maps have no keys")
         seen: set[bytes] = set()
         prev: bytes | None = None
         patience = 2 * self.max_entries + 2  # steps allowed without finding an unseen key
@@ -454,7 +352,7 @@ class Map(FdOwner, MutableMapping):
     def clear(self) -> None:
         """Remove every element: batched lookup-and-delete where supported, never quadratic."""
         if self.type in _NO_DELETE:
-            raise NotSupportedError(errno.EINVAL, "clear", self.name, message=f"{_type_name(self.type)} maps do not support delete")
+            raise NotSupportedError(errno.EINVAL, "clear", self.name, message=f"{map_type_name(self.type)} maps do not support delete")
         if self.type in _BATCH_DELETE:
             for _ in self.lookup_batch(delete=True):
                 pass
@@ -533,10 +431,10 @@ class Map(FdOwner, MutableMapping):
         return self._run_batch(Cmd.MAP_DELETE_BATCH, "delete_batch", kbuf, None, len(keys), 0)
 
     def _run_batch(self, cmd: int, op: str, kbuf: bytearray, vbuf: bytearray | None, count: int, flags: int) -> int:
-        kaddr, _kpin = _address(kbuf)
-        vaddr, _vpin = _address(vbuf) if vbuf is not None else (0, None)
+        kaddr, _kpin = address(kbuf)
+        vaddr, _vpin = address(vbuf) if vbuf is not None else (0, None)
         attr = MapBatchAttr(keys=kaddr, values=vaddr, count=count, map_fd=self.fd, elem_flags=flags)
-        if raw(NR_BPF, cmd, ctypes.byref(attr), _BATCH_SIZE) < 0:
+        if raw(NR_BPF, cmd, ctypes.byref(attr), BATCH_SIZE) < 0:
             code = get_errno()
             err = self._error(op, code)
             err.done = attr.count  # type: ignore[attr-defined]
@@ -552,26 +450,26 @@ class Map(FdOwner, MutableMapping):
         fd = self.fd
         token_size = max(self.key_size, 8)
         in_tok, out_tok = bytearray(token_size), bytearray(token_size)
-        in_addr, _pin_in = _address(in_tok)
-        out_addr, _pin_out = _address(out_tok)
+        in_addr, _pin_in = address(in_tok)
+        out_addr, _pin_out = address(out_tok)
         first = True
         count = min(batch_size, self.max_entries) or 1
         kbuf, vbuf = self._batch_buffers(count)
-        kaddr, _kpin = _address(kbuf)
-        vaddr, _vpin = _address(vbuf)
+        kaddr, _kpin = address(kbuf)
+        vaddr, _vpin = address(vbuf)
         ks, vs = self.key_size, self._value_alloc
         keys_of, values_of = self._key.decode_many, self._value.decode_many
         while True:
             attr = MapBatchAttr(
                 in_batch=0 if first else in_addr, out_batch=out_addr, keys=kaddr, values=vaddr, count=count, map_fd=fd
             )
-            ret = raw(NR_BPF, cmd, ctypes.byref(attr), _BATCH_SIZE)
+            ret = raw(NR_BPF, cmd, ctypes.byref(attr), BATCH_SIZE)
             code = get_errno() if ret < 0 else 0
             if ret < 0 and code == errno.ENOSPC and attr.count == 0:
                 count *= 2  # a bucket holds more than a batch: grow and retry
                 kbuf, vbuf = self._batch_buffers(count)
-                kaddr, _kpin = _address(kbuf)
-                vaddr, _vpin = _address(vbuf)
+                kaddr, _kpin = address(kbuf)
+                vaddr, _vpin = address(vbuf)
                 continue
             if ret < 0 and code != errno.ENOENT:
                 raise self._error(op, code)
@@ -611,118 +509,3 @@ class Map(FdOwner, MutableMapping):
         return (self.value_size + 7) & ~7
 
 
-def _as_map_type(value: int) -> MapType | int:
-    try:
-        return MapType(value)
-    except ValueError:
-        return value
-
-
-def _type_name(value: int) -> str:
-    try:
-        return MapType(value).name
-    except ValueError:
-        return f"type {value}"
-
-
-# Map types the kernel gives BTF key/value types to (others refuse it, often with ENOTSUPP).
-_BTF_TYPES = {
-    MapType.HASH, MapType.ARRAY, MapType.PERCPU_HASH, MapType.PERCPU_ARRAY, MapType.LRU_HASH,
-    MapType.LRU_PERCPU_HASH, MapType.LPM_TRIE, MapType.BLOOM_FILTER, MapType.SK_STORAGE, MapType.CGROUP_STORAGE,
-    MapType.PERCPU_CGROUP_STORAGE,
-    MapType.INODE_STORAGE, MapType.TASK_STORAGE, MapType.CGRP_STORAGE,
-}
-_NEEDS_BTF = {MapType.SK_STORAGE, MapType.INODE_STORAGE, MapType.TASK_STORAGE, MapType.CGRP_STORAGE}
-
-
-def _btf_key_type(spec: MapSpec) -> Any:
-    """The key type to describe: the declared one, else an int or byte array of the key size."""
-    if spec.key is not None or not spec.key_size:
-        return spec.key
-    return ctypes.c_uint32 if spec.key_size == 4 else ctypes.c_uint8 * spec.key_size
-
-
-def _create_fd(spec: MapSpec) -> int:
-    """``BPF_MAP_CREATE`` for a validated spec (creating and closing the inner template if any).
-
-    BTF types (``spec.btf`` and its type ids, or a declared ctypes value type) are given to the
-    kernel where the map type takes them (as
-    libbpf does, the map is created without BTF if the kernel refuses it, except for the storage
-    maps, which cannot exist without it).
-    """
-    attr = MapCreateAttr(
-        map_type=spec.type,
-        key_size=spec.key_size or 0,
-        value_size=spec.value_size or 0,
-        max_entries=spec.max_entries,
-        map_flags=spec.create_flags,
-        numa_node=spec.numa_node or 0,
-        map_name=spec.name.encode(),
-        map_ifindex=spec.ifindex,
-        map_extra=spec.map_extra,
-    )
-    inner_fd = -1
-    try:
-        if spec.inner_map is not None:
-            inner_fd = _create_fd(spec.inner_map)
-            attr.inner_map_fd = inner_fd
-        typed = spec.value is not None or (spec.btf is not None and (spec.btf_key_type_id or spec.btf_value_type_id))
-        if typed and spec.type in _BTF_TYPES:
-            fd = _create_with_btf(attr, spec)
-            if fd >= 0:
-                return fd
-        try:
-            return commands.map_create(attr, spec.name)
-        except BPFError as err:
-            raise _create_error(spec, err) from None
-    finally:
-        if inner_fd >= 0:
-            os.close(inner_fd)
-
-
-def _create_with_btf(attr: MapCreateAttr, spec: MapSpec) -> int:
-    """Create with BTF key/value types (``spec.btf`` or built from the ctypes types); -1 when BTF
-    cannot be had or is refused and the map can do without."""
-    if spec.btf is not None:
-        return _create_typed(attr, spec, spec.btf, spec.btf_key_type_id, spec.btf_value_type_id)
-    from ..btf import load_map_types  # imported on first use: plain maps never need BTF
-
-    try:
-        handle, key_id, value_id = load_map_types(_btf_key_type(spec), spec.value)
-    except (TypeError, BPFError):
-        if spec.type in _NEEDS_BTF:
-            raise
-        return -1
-    with handle:
-        return _create_typed(attr, spec, handle, key_id, value_id)
-
-
-def _create_typed(attr: MapCreateAttr, spec: MapSpec, handle: BtfHandle, key_id: int, value_id: int) -> int:
-    """``BPF_MAP_CREATE`` with ``btf_fd`` and the type ids; -1 when refused and the map can do without."""
-    attr.btf_fd, attr.btf_key_type_id, attr.btf_value_type_id = handle.fd, key_id, value_id
-    try:
-        return commands.map_create(attr, spec.name)
-    except BPFError as err:
-        if spec.type in _NEEDS_BTF:
-            raise _create_error(spec, err) from None
-        return -1
-    finally:
-        attr.btf_fd = attr.btf_key_type_id = attr.btf_value_type_id = 0
-
-
-def _create_error(spec: MapSpec, err: BPFError) -> BPFError:
-    """Say why a create failed in the user's terms, keeping the errno."""
-    kind = _type_name(spec.type)
-    code = err.errno
-    what = f"create {kind} map"
-    since = MAP_TYPE_SINCE.get(spec.type)  # type: ignore[call-overload]
-    if since is not None and not kernel_has(since) and code in (errno.EINVAL, ENOTSUPP, errno.EOPNOTSUPP):
-        running = ".".join(map(str, kernel_version()))
-        return NotSupportedError(code, what, spec.name, message=f"{kind} maps need Linux {since[0]}.{since[1]}; this is {running}")
-    if code == errno.EINVAL:
-        return error_for(code, what, spec.name, message="the kernel refused the attributes (sizes, flags or map_extra) for this type")
-    if code in (ENOTSUPP, errno.EOPNOTSUPP):
-        return NotSupportedError(code, what, spec.name, message=f"this kernel cannot create {kind} maps with these options")
-    if code == errno.ENOMEM:
-        return error_for(code, what, spec.name, message=f"not enough memory for {spec.max_entries} entries")
-    return error_for(code, what, spec.name)

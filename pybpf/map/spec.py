@@ -224,3 +224,9 @@ def _validate(spec: MapSpec) -> None:  # noqa: C901 - one table of kernel rules,
         _fail(spec, "pinning", f"{spec.pinning!r} is not NONE or BY_NAME")
     if spec.pinning == Pinning.BY_NAME and not spec.name:
         _fail(spec, "pinning", "BY_NAME needs a name")
+
+
+def map_type_name(value: int) -> str:
+    """``MapType`` name of ``value``, or ``type N`` for a type this library does not know."""
+    known = _known(value)
+    return known.name if known is not None else f"type {value}"
