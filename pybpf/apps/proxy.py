@@ -193,9 +193,10 @@ class SpliceProxy:
     async def _relay(self, client: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         self.stats.active += 1
-        upstream = socket.socket(socket.AF_INET6 if ":" in self.upstream[0] else socket.AF_INET, socket.SOCK_STREAM)
+        upstream: socket.socket | None = None
         cookies: tuple[int, int] | None = None
         try:
+            upstream = socket.socket(socket.AF_INET6 if ":" in self.upstream[0] else socket.AF_INET, socket.SOCK_STREAM)
             upstream.setblocking(False)
             client.setblocking(False)
             try:
@@ -212,7 +213,7 @@ class SpliceProxy:
         finally:
             self._forget(cookies)
             for sock in (client, upstream):
-                if sock.fileno() >= 0:
+                if sock is not None and sock.fileno() >= 0:
                     sock.close()
             self.stats.active -= 1
             self._slots.release()
