@@ -41,6 +41,7 @@ from .map import (
     socket_cookie,
 )
 
+from .pins import UnsafePathError, make_pin_dir
 from .programs import Link, LinkInfo, Program, ProgramInfo, ProgramSpec, StatsHandle, TestRun, XdpMode, enable_stats
 
 __version__ = "0.1.0"
@@ -102,11 +103,13 @@ __all__ = [
     "StatsHandle",
     "StatsType",
     "TestRunFlags",
+    "UnsafePathError",
     "UpdateFlags",
     "VerifierError",
     "XskMap",
     "enable_stats",
     "load",
+    "make_pin_dir",
     "maps",
     "possible_cpus",
     "remove_memlock_limit",
