@@ -197,6 +197,9 @@ FEATURES: dict[str, Feature] = {
 """Every feature pybpf can ask about. Other modules add rows with ``FEATURES[name] = Feature(...)``."""
 
 _answers: dict[tuple[int, str], int] = {}
+_refusals: dict[tuple[int, str], str] = {}
+"""A door's own words for a feature it refuses outright (the in-memory kernel: "not in the
+memory kernel"), keyed as ``_answers``."""
 
 
 def _answer(name: str) -> int:
@@ -207,7 +210,11 @@ def _answer(name: str) -> int:
             feature = FEATURES[name]
         except KeyError:
             raise ValueError(f"unknown feature {name!r}") from None
-        _answers[key] = feature.probe()
+        try:
+            _answers[key] = feature.probe()
+        except NotSupportedError as refused:  # a door that says why in words, not an errno
+            _answers[key] = refused.errno or errno.EOPNOTSUPP
+            _refusals[key] = getattr(refused, "reason", "") or refused.strerror or ""
     return _answers[key]
 
 
@@ -223,6 +230,9 @@ def lacking(name: str, code: int = 0, what: str = "") -> str | None:
         return None
     feature = FEATURES[name]
     what = what or feature.what
+    refused = _refusals.get((id(door()), name))
+    if refused:
+        return refused
     running = release_text(kernel_version())
     if feature.since is not None and not kernel_has(feature.since):
         return f"{what} need Linux {release_text(feature.since)}; this is {running}"

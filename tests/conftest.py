@@ -84,12 +84,42 @@ def _ensure_bpffs() -> None:
 
 
 @pytest.fixture
-def pin_dir() -> Iterator[Path]:
-    """A fresh directory in bpffs, removed with everything pinned in it."""
-    _ensure_bpffs()
+def pin_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A fresh directory in bpffs, removed with everything pinned in it (in the memory kernel's
+    virtual bpffs when the test runs against it)."""
     path = BPFFS / f"pybpf-test-{uuid.uuid4().hex[:12]}"
+    memory = request.getfixturevalue("bpf_kernel") if "bpf_kernel" in request.fixturenames else None
+    if memory is not None:
+        memory.fs.mkdir(str(path), 0o700)
+        yield path
+        return
+    _ensure_bpffs()
     path.mkdir()
     try:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests that take ``bpf_kernel`` run twice: on the kernel and in pybpf.testing's memory kernel
+    (marked ``nokernel``: it needs no privileges), unless marked ``kernel_only(reason)``."""
+    if "bpf_kernel" not in metafunc.fixturenames:
+        return
+    params = [pytest.param("kernel", id="kernel")]
+    if metafunc.definition.get_closest_marker("kernel_only") is None:
+        params.append(pytest.param("memory", id="memory", marks=pytest.mark.nokernel))
+    metafunc.parametrize("bpf_kernel", params, indirect=True)
+
+
+@pytest.fixture
+def bpf_kernel(request: pytest.FixtureRequest) -> Iterator[object]:
+    """The kernel the test runs against: None for the running kernel, else the MemoryKernel in
+    effect for the whole test."""
+    if request.param == "kernel":
+        yield None
+        return
+    from pybpf.testing import memory_kernel
+
+    with memory_kernel() as kernel:
+        yield kernel

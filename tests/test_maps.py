@@ -30,7 +30,7 @@ from pybpf import (
 from pybpf import possible_cpus
 from pybpf._sys.traits import MAP_TYPES
 
-pytestmark = pytest.mark.usefixtures("no_fd_leak")
+pytestmark = pytest.mark.usefixtures("no_fd_leak", "bpf_kernel")  # each test: on the kernel, then in memory
 
 
 class Pair(ctypes.Structure):
@@ -214,6 +214,7 @@ EVERY_TYPE = [
     ]
 
 
+@pytest.mark.kernel_only("the memory kernel has a subset of the types: test_memory_kernel.py checks which")
 @pytest.mark.parametrize("spec", EVERY_TYPE, ids=lambda s: MapType(s.type).name + ("-numa" if s.numa_node is not None else ""))
 def test_every_creatable_type(spec: MapSpec) -> None:
     reason = probes.map_type(MapType(spec.type).name)
@@ -314,7 +315,7 @@ def test_freeze_and_readonly() -> None:
             ro[1] = 1
 
 
-def test_pin_from_pin_from_id_from_fd(pin_dir) -> None:
+def test_pin_from_pin_from_id_from_fd(pin_dir, bpf_kernel) -> None:
     path = pin_dir / "m"
     with hash_map() as m:
         m[1] = 5
@@ -341,7 +342,7 @@ def test_pin_from_pin_from_id_from_fd(pin_dir) -> None:
     assert missing.value.errno == errno.ENOENT
     with Map.from_pin(path) as socket_typed:
         assert type(socket_typed) is Map
-    os.unlink(path)
+    (bpf_kernel.fs.unlink if bpf_kernel else os.unlink)(path)  # a pin of the memory kernel is in its bpffs
 
 
 def test_from_pin_gives_the_typed_subclass(pin_dir) -> None:
@@ -360,6 +361,7 @@ def test_maps_lists_every_map() -> None:
     assert all(info.id != m.id for info in pybpf.maps())
 
 
+@pytest.mark.kernel_only("bpftool reads the running kernel, where memory maps do not exist")
 def test_bpftool_sees_what_we_write() -> None:
     with hash_map(name="tool_seen") as m:
         m[0x01020304] = 0x55

@@ -17,9 +17,11 @@ import ctypes
 import errno
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Protocol
 
 from .libc import libc
+from .syscall import door
 
 BPF_FS_MAGIC = 0xCAFE4A11
 """``statfs().f_type`` of bpffs."""
@@ -32,6 +34,32 @@ class UnsafePathError(PermissionError):
         super().__init__(errno.EPERM, f"refusing pin path {path!r}: {why}")
 
 
+class PinFiles(Protocol):
+    """A bpf file system that is not the machine's (the in-memory kernel's), as the checks here see
+    it: ``lstat`` and ``mkdir`` behave as ``os.lstat`` and ``os.mkdir`` (same exceptions), and a
+    new directory gets exactly ``mode``."""
+
+    def lstat(self, path: str) -> os.stat_result: ...
+
+    def mkdir(self, path: str, mode: int) -> None: ...
+
+    def is_bpffs(self, path: str) -> bool: ...
+
+
+def _lstat() -> Callable[[str], os.stat_result]:
+    """``lstat`` of the file system pins live on: the current door's, else the machine's."""
+    files = door().files
+    return files.lstat if files is not None else os.lstat
+
+
+def _lexists(path: str) -> bool:
+    try:
+        _lstat()(path)
+    except OSError:
+        return False
+    return True
+
+
 def check_text(path: str | os.PathLike[str], what: str = "pin path") -> str:
     """``path`` as an absolute ``str``; ValueError for an empty path or one containing NUL."""
     text = os.fsdecode(os.fspath(path))
@@ -42,6 +70,9 @@ def check_text(path: str | os.PathLike[str], what: str = "pin path") -> str:
 
 def is_bpffs(path: str) -> bool:
     """Whether ``path`` (or its nearest existing ancestor) is on a bpf file system."""
+    files = door().files
+    if files is not None:
+        return files.is_bpffs(path)
     buf = ctypes.create_string_buffer(256)  # struct statfs: f_type is the first word
     probe = path
     while libc.statfs(os.fsencode(probe), buf) != 0:
@@ -60,9 +91,10 @@ def check_dirs(path: str) -> None:
     """Refuse ``path``'s directories (all but the last component) if another user could redirect them."""
     parts = path.split("/")[1:-1]
     current = ""
+    lstat = _lstat()
     for part in parts:
         current += "/" + part
-        st = os.lstat(current)
+        st = lstat(current)
         if stat.S_ISLNK(st.st_mode):
             raise UnsafePathError(path, f"{current} is a symlink")
         if not stat.S_ISDIR(st.st_mode):
@@ -82,20 +114,32 @@ def opened(path: str | os.PathLike[str], *, owned: bool = False) -> Iterator[str
     """
     text = check_text(path)
     check_dirs(text)
+    files = door().files
+    if files is not None:  # the door's own file system: its OBJ_GET resolves the checked name
+        try:
+            st = files.lstat(text)
+        except FileNotFoundError:
+            raise FileNotFoundError(errno.ENOENT, f"no pin at {text}") from None
+        _check_pin(text, st, owned)
+        yield text
+        return
     try:
         fd = os.open(text, os.O_PATH | os.O_NOFOLLOW)
     except FileNotFoundError:
         raise FileNotFoundError(errno.ENOENT, f"no pin at {text}") from None
     try:
-        st = os.fstat(fd)
-        if stat.S_ISLNK(st.st_mode):
-            raise UnsafePathError(text, "it is a symlink")
-        if owned and not _trusted_owner(st):
-            raise UnsafePathError(text, f"it belongs to uid {st.st_uid}, not to this user or root")
+        _check_pin(text, os.fstat(fd), owned)
         proc = f"/proc/self/fd/{fd}"
         yield proc if os.path.exists(proc) else text
     finally:
         os.close(fd)
+
+
+def _check_pin(text: str, st: os.stat_result, owned: bool) -> None:
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafePathError(text, "it is a symlink")
+    if owned and not _trusted_owner(st):
+        raise UnsafePathError(text, f"it belongs to uid {st.st_uid}, not to this user or root")
 
 
 def check_new(path: str | os.PathLike[str]) -> str:
@@ -110,11 +154,19 @@ def make_dir(path: str | os.PathLike[str], mode: int = 0o700) -> str:
     """Create directory ``path`` (and missing parents) with exactly ``mode``, or check the existing
     one: a real directory, owned by this user or root, not writable by others unless sticky."""
     text = check_text(path, "pin directory")
-    if not os.path.lexists(text):
+    files = door().files
+    if not _lexists(text):
         parent = os.path.dirname(text)
-        if parent != text and not os.path.lexists(parent):
+        if parent != text and not _lexists(parent):
             make_dir(parent, mode)
         check_dirs(text)
+        if files is not None:
+            try:
+                files.mkdir(text, mode)
+            except FileExistsError:
+                pass
+            check_dirs(text + "/")
+            return text
         try:
             os.mkdir(text, mode)
             fd = os.open(text, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)

@@ -30,7 +30,7 @@ from .attrs import (
     check_uint,
 )
 from .constants import Cmd
-from .syscall import bpf
+from .syscall import bpf, door
 
 _KINDS = {"anon_inode:bpf-map": "map", "anon_inode:bpf-prog": "program", "anon_inode:bpf_link": "link",
           "anon_inode:bpf-link": "link", "anon_inode:btf": "BTF", "anon_inode:bpf-btf": "BTF"}
@@ -50,6 +50,9 @@ def map_freeze(fd: int, name: str = "") -> None:
 
 def object_kind(fd: int) -> str | None:
     """What a BPF fd holds, as the kernel names it: "map", "program", "link", "BTF", or None."""
+    ask = door().object_kind
+    if ask is not None:
+        return ask(fd)
     try:
         return _KINDS.get(os.readlink(f"/proc/self/fd/{fd}"))
     except OSError:

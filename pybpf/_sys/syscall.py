@@ -16,12 +16,15 @@ import errno
 import os
 import platform
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import error_for
 from . import rlimit
 from .constants import Cmd
 from .libc import libc
+
+if TYPE_CHECKING:
+    from .bpffs import PinFiles
 
 _NR_BPF = {"x86_64": 321, "aarch64": 280, "arm64": 280, "riscv64": 280, "ppc64le": 361, "s390x": 351, "armv7l": 386}
 
@@ -33,11 +36,22 @@ except KeyError:  # pragma: no cover - depends on the machine
 
 @dataclasses.dataclass(frozen=True)
 class Door:
-    """How ``bpf(2)`` reaches a kernel: ``raw`` as libc's ``syscall``, ``get_errno`` after a failure."""
+    """How ``bpf(2)`` reaches a kernel: ``raw`` as libc's ``syscall``, ``get_errno`` after a failure.
+
+    The optional fields are for doors whose objects are not the running kernel's (the in-memory
+    kernel of ``pybpf.testing``); None means "ask the machine", as for the real kernel.
+    """
 
     raw: Callable[..., int]
     get_errno: Callable[[], int]
     name: str = "kernel"
+    bind: Callable[[int], Callable[..., int]] | None = None
+    """A ``raw`` for the commands of one map fd (made once per map and thread): lets a door that
+    interprets commands in Python resolve the fd once instead of on every call."""
+    object_kind: Callable[[int], str | None] | None = None
+    """What an fd of this door holds ("map", "program", "link", "BTF"), instead of /proc/self/fd."""
+    files: PinFiles | None = None
+    """The bpf file system pins live on, instead of the machine's (``pybpf._sys.bpffs``)."""
 
 
 KERNEL = Door(libc.syscall, ctypes.get_errno)

@@ -35,7 +35,7 @@ class Calls(threading.local):
         self.value = vbuf = bytearray(value_alloc)
         self.next_key = bytearray(key.size)
         self.attrs = attrs = ElemAttrs(fd, self.key, self.value, self.next_key)
-        self.raw = raw = gate.raw
+        self.raw = raw = gate.bind(fd) if gate.bind is not None else gate.raw
         self.get_errno = get_errno = gate.get_errno
         lookup_ref, update_ref, delete_ref = attrs.lookup_ref, attrs.update_ref, attrs.delete_ref
         flagged, flagged_ref = attrs.flagged, attrs.flagged_ref
