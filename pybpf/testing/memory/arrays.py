@@ -2,7 +2,11 @@
 
 Every index below ``max_entries`` exists from the start (zeroed); walks go in index order. An
 ARRAY created with ``MMAPABLE`` keeps its values in the memfd behind its fds, so ``Map.mmap()``
-maps the very bytes that lookups and updates use, as with the kernel's vmalloc'ed array.
+maps the very bytes that lookups and updates use, as with the kernel's vmalloc'ed array. A frozen
+map can then be mapped read-only only (EPERM for a writable mapping), and a map mapped writable
+cannot be frozen (EBUSY), as in the kernel. One difference: the kernel cannot map a read-only fd
+of such a map at all (EINVAL: a bpf map needs a shared mapping, which a read-only fd does not
+give), where the memory kernel maps it read-only.
 """
 
 from __future__ import annotations

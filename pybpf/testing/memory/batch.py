@@ -3,8 +3,9 @@ and the hash maps' own (``hashtab.c``), with the same partial counts and errors.
 
 A failing batch reports how many elements it processed in ``count`` (updates and deletes stop at
 the first failure). A lookup batch ends with ENOENT together with the last elements. Generic
-lookups walk ``get_next_key`` and give up with EINTR after three vanished keys in a row (an
-ARRAY_OF_MAPS with an empty slot does that); hash lookups hand out 4-byte positions as tokens.
+lookups walk ``get_next_key`` (skipping keys without a value from Linux 6.14; before, giving up
+with EINTR after three in a row: an ARRAY_OF_MAPS with an empty slot did that); hash lookups hand
+out 4-byte positions as tokens.
 """
 
 from __future__ import annotations
@@ -83,8 +84,10 @@ def delete_batch(obj: MemMap, attr: MapBatchAttr) -> int:
     return 0
 
 
-def lookup_batch(obj: MemMap, attr: MapBatchAttr) -> int:
-    """``generic_map_lookup_batch``: ``get_next_key`` from the key in ``in_batch``."""
+def lookup_batch(obj: MemMap, attr: MapBatchAttr, skip_holes: bool) -> int:
+    """``generic_map_lookup_batch``: ``get_next_key`` from the key in ``in_batch``. Before Linux
+    6.14 a key whose value vanished is retried three times, then the batch fails with EINTR (an
+    empty slot of an ARRAY_OF_MAPS always does); from 6.14 it is skipped."""
     _elem_flags(attr)
     max_count = attr.count
     if not max_count:
@@ -106,6 +109,9 @@ def lookup_batch(obj: MemMap, attr: MapBatchAttr) -> int:
         except Errno as refused:
             if refused.code != errno.ENOENT:
                 raise
+            if skip_holes:  # 6.14 on: a key without a value (an empty slot) is passed over
+                prev = key
+                continue
             if retry:
                 retry -= 1
                 continue

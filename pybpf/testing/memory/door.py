@@ -351,7 +351,7 @@ class Commands:
             return batch.delete_batch(obj, attr)
         if isinstance(obj, HashMap):
             return batch.hash_lookup_batch(obj, attr, delete=cmd == Cmd.MAP_LOOKUP_AND_DELETE_BATCH)
-        return batch.lookup_batch(obj, attr)
+        return batch.lookup_batch(obj, attr, skip_holes=self.kernel.version >= (6, 14))
 
     # ---- pins, ids, info -----------------------------------------------------------------------
 
