@@ -119,6 +119,8 @@ def bpf_kernel(request: pytest.FixtureRequest) -> Iterator[object]:
     if request.param == "kernel":
         yield None
         return
+    if "no_fd_leak" in request.fixturenames:
+        request.getfixturevalue("no_fd_leak")  # set up first, checked last: after the kernel's own fds close
     from pybpf.testing import memory_kernel
 
     with memory_kernel() as kernel:

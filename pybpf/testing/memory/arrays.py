@@ -11,6 +11,7 @@ give), where the memory kernel maps it read-only.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import mmap
@@ -45,6 +46,10 @@ _INT_MAX = (1 << 31) - 1
 _PCPU_MIN_UNIT_SIZE = 32768
 _F_ADD_SEALS, _F_SEAL_FUTURE_WRITE = 1033, 0x0010
 _INDEX = struct.Struct("=I")
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 ENOENT, EEXIST, E2BIG, EINVAL = errno.ENOENT, errno.EEXIST, errno.E2BIG, errno.EINVAL
 
 
@@ -91,7 +96,8 @@ class ArrayMap(MemMap):
         self.zero = bytes(self.value_in)
         self.slots: dict[int, bytes] = {}
         self.stride = round8(self.value_size)
-        self.mm: mmap.mmap | None = None
+        self.mm: memoryview | None = None
+        self._mapping = (0, 0)
 
     @classmethod
     def check(cls, req: CreateRequest) -> None:
@@ -103,11 +109,16 @@ class ArrayMap(MemMap):
         return bool(self.flags & MapFlags.MMAPABLE)
 
     def attach_storage(self, fd: int) -> None:
-        """MMAPABLE: keep the values in the memfd ``fd`` (the kernel's own fd of it: sized and
-        mapped here, closed when the map dies)."""
+        """MMAPABLE: keep the values in the memfd ``fd`` (the kernel's own fd of it, closed when the
+        map dies). It is mapped without Python's ``mmap``, which would keep a second fd open and
+        make the map look used forever."""
         size = -(-self.stride * self.max_entries // mmap.PAGESIZE) * mmap.PAGESIZE
         os.ftruncate(fd, size)
-        self.mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        addr = _libc.mmap(None, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED, fd, 0)
+        if addr in (None, ctypes.c_void_p(-1).value):
+            raise Errno(ctypes.get_errno() or errno.ENOMEM)
+        self._mapping = (addr, size)
+        self.mm = memoryview((ctypes.c_char * size).from_address(addr)).cast("B")
         self.storage_fd = fd
 
     def writable_mappings(self) -> int:
@@ -164,32 +175,39 @@ class ArrayMap(MemMap):
 
     def released(self) -> list[MemObject]:
         if self.mm is not None:
-            try:
-                self.mm.close()
-            except BufferError:
-                pass  # a view of ours is still exported: the mapping goes with it
+            self.mm.release()
+            self.mm = None
+            addr, size = self._mapping
+            _libc.munmap(ctypes.c_void_p(addr), ctypes.c_size_t(size))
         if self.storage_fd >= 0:
             os.close(self.storage_fd)
             self.storage_fd = -1
         return super().released()
 
-    def fast_ops(self, key_view: Any, value_view: Any) -> dict[int, Callable[[], int]] | None:
-        if self.mm is not None:
-            return None
-        slots, zero, max_entries, unpack = self.slots, self.zero, self.max_entries, _INDEX.unpack
+    def fast_ops(self, key_view: Any, value_view: Any, lock: Any) -> dict[int, Callable[[], int]] | None:
+        mp, slots, zero, max_entries, unpack = self, self.slots, self.zero, self.max_entries, _INDEX.unpack
+        mm, stride, size = self.mm, self.stride, self.value_size
 
-        def lookup() -> int:
+        def lookup() -> int:  # one slot read: atomic, no lock
             index = unpack(key_view.raw)[0]
             if index >= max_entries:
                 return ENOENT
-            value_view.raw = slots.get(index, zero)
+            if mm is not None:
+                value_view.raw = mm[index * stride: index * stride + size]
+            else:
+                value_view.raw = slots.get(index, zero)
             return 0
 
-        def update() -> int:
+        def update() -> int:  # one slot write: atomic, no lock (the kernel's is lock-free too)
+            if mp.frozen:
+                return errno.EPERM
             index = unpack(key_view.raw)[0]
             if index >= max_entries:
                 return E2BIG
-            slots[index] = value_view.raw
+            if mm is not None:
+                mm[index * stride: index * stride + size] = value_view.raw
+            else:
+                slots[index] = value_view.raw
             return 0
 
         return {Cmd.MAP_LOOKUP_ELEM: lookup, Cmd.MAP_UPDATE_ELEM: update}

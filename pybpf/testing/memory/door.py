@@ -176,20 +176,13 @@ class Commands:
                 return {}
             key_view = (ctypes.c_char * key_size).from_address(attr.key)
             value_view = (ctypes.c_char * value_in).from_address(attr.value) if attr.value else None
-            ops = obj.fast_ops(key_view, value_view) or {}
+            ops = obj.fast_ops(key_view, value_view, lock) or {}
             if value_view is None:  # a delete attr: only delete may use it (CHECK_ATTR)
                 ops = {c: op for c, op in ops.items() if c == Cmd.MAP_DELETE_ELEM}
             else:
                 ops.pop(Cmd.MAP_DELETE_ELEM, None)
-            if not readable:
-                for c in _READS:
-                    ops.pop(c, None)
-            if not writable:
-                for c in _WRITES:
-                    ops.pop(c, None)
-            for c in _WRITES:
-                if c in ops:
-                    ops[c] = _unless_frozen(obj, ops[c])
+            for c in (() if readable else _READS) + (() if writable else _WRITES):
+                ops.pop(c, None)
             return ops
 
         def bound(nr: int, cmd: int, ref: Any, size: int) -> int:
@@ -199,8 +192,7 @@ class Commands:
             op = ops.get(cmd)
             if op is None:
                 return full(nr, cmd, ref, size)
-            with lock:
-                code = op()
+            code = op()
             if code:
                 tls.errno = code
                 return -1
@@ -482,10 +474,3 @@ class Commands:
                 raise Errno(errno.ENOSPC)
         attr.data_size_out = len(out)
         return 0
-
-
-def _unless_frozen(obj: MemMap, op: Callable[[], int]) -> Callable[[], int]:
-    """A write of the fast path: EPERM once the map is frozen (``map_get_sys_perms``)."""
-    def guarded() -> int:
-        return errno.EPERM if obj.frozen else op()
-    return guarded

@@ -262,14 +262,13 @@ class HashMap(MemMap):
 
     # ---- the fast path --------------------------------------------------------------------------
 
-    def fast_ops(self, key_view: Any, value_view: Any) -> dict[int, Callable[[], int]] | None:
+    def fast_ops(self, key_view: Any, value_view: Any, lock: Any) -> dict[int, Callable[[], int]] | None:
         if type(self) is not HashMap:
             return None
-        data, lru, percpu = self.data, self.lru, self.percpu
+        mp, data, lru, recent = self, self.data, self.lru, self.recent
         max_entries, insert, remove = self.max_entries, self._insert, self._remove
-        recent = self.recent
 
-        def lookup() -> int:
+        def lookup() -> int:  # a read of one dict entry: atomic, no lock (as the kernel's RCU read)
             stored = data.get(key_view.raw)
             if stored is None:
                 return ENOENT
@@ -277,34 +276,42 @@ class HashMap(MemMap):
             return 0
 
         def update() -> int:
+            if mp.frozen:
+                return EPERM
             key = key_view.raw
-            if key in data:
-                data[key] = value_view.raw
-                if lru:
-                    recent.move_to_end(key)
-                return 0
-            if len(data) >= max_entries:
-                if not lru:
-                    return E2BIG
-                self._evict()
-            insert(key, value_view.raw)
+            with lock:
+                if key in data:
+                    data[key] = value_view.raw
+                    if lru:
+                        recent.move_to_end(key)
+                    return 0
+                if len(data) >= max_entries:
+                    if not lru:
+                        return E2BIG
+                    mp._evict()
+                insert(key, value_view.raw)
             return 0
 
         def delete() -> int:
+            if mp.frozen:
+                return EPERM
             key = key_view.raw
-            if key not in data:
-                return ENOENT
-            remove(key)
+            with lock:
+                if key not in data:
+                    return ENOENT
+                remove(key)
             return 0
 
         def lookup_and_delete() -> int:
+            if mp.frozen:
+                return EPERM
             key = key_view.raw
-            if key not in data:
-                return ENOENT
-            value_view.raw = remove(key)
+            with lock:
+                if key not in data:
+                    return ENOENT
+                value_view.raw = remove(key)
             return 0
 
-        _ = percpu  # per-CPU values are opaque blobs here: same paths
         return {Cmd.MAP_LOOKUP_ELEM: lookup, Cmd.MAP_UPDATE_ELEM: update, Cmd.MAP_DELETE_ELEM: delete,
                 Cmd.MAP_LOOKUP_AND_DELETE_ELEM: lookup_and_delete}
 

@@ -175,16 +175,18 @@ class MemoryKernel:
         return [obj for obj in self.objects["map"].values() if isinstance(obj, MemMap)]
 
     def close(self) -> None:
-        """Drop every pin and object (fds of ours that the test still holds keep working as plain
-        memfds, and their maps keep answering through the objects they were bound to)."""
+        """End this kernel: its pins go, its ids are forgotten. Maps the test still holds keep their
+        contents and keep answering (through the objects they are bound to), as plain memfds."""
         if self.closed:
             return
         self.closed = True
-        for table in self.objects.values():
-            for obj in list(table.values()):
-                table.pop(obj.id, None)
-                obj.released()
         self.fs.entries.clear()
+        for table in self.objects.values():
+            for obj in table.values():
+                if obj.storage_fd >= 0:  # our mapping keeps the memory; the fd was ours
+                    os.close(obj.storage_fd)
+                    obj.storage_fd = -1
+            table.clear()
 
 
 @contextlib.contextmanager

@@ -157,10 +157,11 @@ class MemMap(MemObject):
 
     # ---- the fast path --------------------------------------------------------------------------
 
-    def fast_ops(self, key_view: Any, value_view: Any) -> dict[int, Callable[[], int]] | None:
+    def fast_ops(self, key_view: Any, value_view: Any, lock: Any) -> dict[int, Callable[[], int]] | None:
         """Per-command closures over one thread's prebuilt key and value buffers (ctypes views) for
         the door's bound path, or None when the type has no fast path. Each returns 0, or the errno
-        (positive) of a refusal."""
+        (positive) of a refusal, checks ``frozen`` before a write and takes ``lock`` (the kernel's)
+        where it changes more than one thing."""
         return None
 
 

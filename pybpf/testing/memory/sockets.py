@@ -288,7 +288,7 @@ class SockHash(HashMap):
         self.data.clear()
         return MemMap.released(self)
 
-    def fast_ops(self, key_view: Any, value_view: Any) -> None:
+    def fast_ops(self, key_view: Any, value_view: Any, lock: Any) -> None:
         return None
 
 
