@@ -6,10 +6,13 @@ import ctypes
 import os
 import threading
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pybpf import KeyExistsError, KeyNotFoundError, Map, MapFullError, MapType, UpdateFlags
+
+pytestmark = pytest.mark.usefixtures("bpf_kernel")  # each test: on the kernel, then in memory
 
 CAPACITY = 16
 keys = st.integers(min_value=0, max_value=40)
@@ -88,7 +91,7 @@ def _apply(m: Map, model: dict[int, int], op: tuple) -> None:
 
 
 @settings(max_examples=int(os.environ.get("PYBPF_MODEL_EXAMPLES", "150")), deadline=None,
-          suppress_health_check=[HealthCheck.too_slow])
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(operations)
 def test_hash_map_behaves_like_a_dict(ops: list[tuple]) -> None:
     with Map.create(type=MapType.HASH, key=ctypes.c_uint32, value=ctypes.c_uint64, max_entries=CAPACITY) as m:
