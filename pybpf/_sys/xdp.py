@@ -90,6 +90,21 @@ class MmapOffsets(ctypes.Structure):
     _fields_ = [("rx", RingOffset), ("tx", RingOffset), ("fr", RingOffset), ("cr", RingOffset)]
 
 
+_RING_OFFSET_V1 = 3 * 8
+"""Before Linux 5.4 a ring's offsets had no ``flags`` (the flags word follows ``consumer``)."""
+
+
+def mmap_offsets(sock: socket.socket) -> MmapOffsets:
+    """``getsockopt(XDP_MMAP_OFFSETS)``, the pre-5.4 layout (no flags word) widened as libbpf does."""
+    raw = sock.getsockopt(SOL_XDP, XDP_MMAP_OFFSETS, ctypes.sizeof(MmapOffsets))
+    if len(raw) == ctypes.sizeof(MmapOffsets):
+        return MmapOffsets.from_buffer_copy(raw)
+    if len(raw) != 4 * _RING_OFFSET_V1:
+        raise OSError(errno.EPROTO, f"XDP_MMAP_OFFSETS answered {len(raw)} bytes, a layout pybpf does not know")
+    rings = [struct.unpack_from("=3Q", raw, i * _RING_OFFSET_V1) for i in range(4)]
+    return MmapOffsets(*(RingOffset(prod, cons, desc, cons + 4) for prod, cons, desc in rings))
+
+
 class Statistics(ctypes.Structure):
     """``struct xdp_statistics``."""
 

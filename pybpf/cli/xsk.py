@@ -23,7 +23,7 @@ def _capture(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``pybpf xsk``."""
     parser = sub.add_parser("xsk", help="AF_XDP sockets: capture a queue into a pcap file")
     verbs = parser.add_subparsers(dest="verb", required=True)

@@ -23,7 +23,8 @@ import mmap
 from array import array
 from collections.abc import Sequence
 
-from .._sys.xdp import XDP_DESC_SIZE, XDP_RING_NEED_WAKEUP, RingOffset
+from .._sys.xdp import (XDP_DESC_SIZE, XDP_RING_NEED_WAKEUP, XDP_UMEM_PGOFF_COMPLETION_RING, XDP_UMEM_PGOFF_FILL_RING,
+                        MmapOffsets, RingOffset)
 
 _U32 = 0xFFFFFFFF
 
@@ -37,20 +38,19 @@ class _Ring:
                                mmap.PROT_READ | mmap.PROT_WRITE, offset=pgoff)
         view = memoryview(self._mmap)
         self._views = [view]
-        self._words = self._cast(view, "I")
-        entries = self._entries = view[offsets.desc: length]
-        self._views.append(entries)
-        self._u64 = self._cast(entries, "Q")
+        self._words = self._keep(view.cast("I"))
+        entries = self._entries = self._keep(view[offsets.desc: length])
+        self._u64 = self._keep(entries.cast("Q"))
         self.size = size
         self._mask = size - 1
-        self._prod = offsets.producer // 4
-        self._cons = offsets.consumer // 4
-        self._flags = offsets.flags // 4
+        self._prod: int = offsets.producer // 4
+        self._cons: int = offsets.consumer // 4
+        self._flags: int = offsets.flags // 4
 
-    def _cast(self, view: memoryview, fmt: str) -> memoryview:
-        cast = view.cast(fmt)
-        self._views.append(cast)
-        return cast
+    def _keep(self, view: memoryview) -> memoryview:
+        """Remember ``view`` to release it before unmapping."""
+        self._views.append(view)
+        return view
 
     def _segments(self, index: int, count: int) -> tuple[tuple[int, int], ...]:
         """Slot ranges ``(start, stop)`` of ``count`` entries from ring index ``index``."""
@@ -114,7 +114,7 @@ class FillRing(_ProducerRing):
     def __init__(self, fd: int, pgoff: int, size: int, offsets: RingOffset) -> None:
         super().__init__(fd, pgoff, size, offsets, 8)
 
-    def produce(self, addrs: array | Sequence[int]) -> int:
+    def produce(self, addrs: array[int] | Sequence[int]) -> int:
         """Post as many of ``addrs`` as fit; returns how many were posted (a prefix)."""
         count = min(len(addrs), self.free())
         if count:
@@ -150,7 +150,7 @@ class RxRing(_ConsumerRing):
     def __init__(self, fd: int, pgoff: int, size: int, offsets: RingOffset) -> None:
         super().__init__(fd, pgoff, size, offsets, XDP_DESC_SIZE)
 
-    def consume(self, limit: int) -> array:
+    def consume(self, limit: int) -> array[int]:
         """Take up to ``limit`` descriptors, copied out as one ``array("Q")``: address, then
         length | options << 32, for each frame (options is 0 unless multi-buffer is on)."""
         tail = self._tail
@@ -187,3 +187,32 @@ class TxRing(_ProducerRing):
                 done += stop - start
             self._publish(count)
         return count
+
+
+class QueueRings:
+    """The FILL and COMPLETION rings serving one (interface, queue) of a UMEM: mapped by the first
+    socket bound there, shared by the sockets bound there after it, unmapped by the ``Umem`` when
+    the last of them leaves."""
+
+    def __init__(self, fill: FillRing, completion: CompletionRing) -> None:
+        self.fill = fill
+        self.completion = completion
+        self.closed = False
+
+    @classmethod
+    def map(cls, fd: int, fill_size: int, comp_size: int, offsets: MmapOffsets) -> QueueRings:
+        """Map the FILL and COMPLETION rings the socket ``fd`` created."""
+        fill = FillRing(fd, XDP_UMEM_PGOFF_FILL_RING, fill_size, offsets.fr)
+        try:
+            completion = CompletionRing(fd, XDP_UMEM_PGOFF_COMPLETION_RING, comp_size, offsets.cr)
+        except BaseException:
+            fill.close()
+            raise
+        return cls(fill, completion)
+
+    def close(self) -> None:
+        """Unmap both rings (idempotent)."""
+        if not self.closed:
+            self.closed = True
+            self.fill.close()
+            self.completion.close()
