@@ -1,6 +1,6 @@
 """AF_XDP at the kernel's edge: constants and structs of ``include/uapi/linux/if_xdp.h``, the
 socket calls Python's ``socket`` module cannot make for an unknown family (``bind``), and the
-interface facts AF_XDP needs (index, queue counts) asked of the caller's network namespace.
+queue counts of an interface, asked of the caller's network namespace.
 
 Values checked against the 6.1 uapi header and the 6.18 kernel's BTF.
 """
@@ -152,16 +152,6 @@ def getsockopt_struct(sock: socket.socket, name: int, struct_type: type[ctypes.S
     out = struct_type()
     ctypes.memmove(ctypes.addressof(out), raw, min(len(raw), ctypes.sizeof(out)))
     return out
-
-
-def interface_index(ifname: str) -> int:
-    """The index of ``ifname`` in the caller's network namespace; ``ValueError`` naming it if none."""
-    if not isinstance(ifname, str):
-        raise TypeError(f"ifname must be an interface name (str), not {type(ifname).__name__}")
-    try:
-        return socket.if_nametoindex(ifname)
-    except OSError:
-        raise ValueError(f"no network interface named {ifname!r} (in this network namespace)") from None
 
 
 _SIOCETHTOOL = 0x8946

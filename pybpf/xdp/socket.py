@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .._sys import xdp as _x
+from .._sys.netif import interface_index
 from ..errors import NotSupportedError, PermissionDeniedError, error_for
 from .batch import RxBatch
 from .rings import QueueRings, RxRing, TxRing
@@ -79,7 +80,9 @@ class XskSocket:
             raise ValueError("umem is closed")
         shared = umem is not None and umem.in_use
         flags = _bind_flags(bind_flags, shared)
-        ifindex = _x.interface_index(ifname)
+        if not isinstance(ifname, str):
+            raise TypeError(f"ifname must be an interface name (str), not {type(ifname).__name__}")
+        ifindex = interface_index(ifname)
         _check_queue(ifname, queue_id, rx_size)
 
         self.ifname = ifname
