@@ -273,6 +273,22 @@ def test_sent_frames_reach_the_peer(net: VethPair, mode: XdpMode, no_fd_leak: No
         assert counts.free + counts.fill == counts.total and counts.kernel == 0, counts
 
 
+def test_one_send_empties_a_large_tx_ring(net: VethPair) -> None:
+    """Each copy-mode kick sends a kernel batch (16 frames on 5.10, 32 later, the ring on 6.17+):
+    one ``send`` must keep kicking until the whole ring is out, with no second call."""
+    count = 1024
+    frames = [ether(net.peer, net.local, b"%05d" % i + bytes(50)) for i in range(count)]
+    with xsk(net.local, rx_size=0, tx_size=count, comp_size=count) as sock, \
+            net.peer.packet_socket(0x88B5) as capture:
+        capture.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)  # SO_RCVBUFFORCE: room for the whole burst
+        assert sock.send(frames) == count
+        capture.settimeout(2)
+        got = [capture.recv(2048) for _ in range(count)]
+        assert got == frames
+        counts = settled(sock)
+        assert counts.free == counts.total and counts.kernel == 0, counts
+
+
 def test_send_checks_its_input(net: VethPair) -> None:
     with xsk(net.local, rx_size=0, tx_size=16) as sock:
         with pytest.raises(ValueError, match="does not fit"):

@@ -21,6 +21,7 @@ from .rings import QueueRings, RxRing, TxRing
 from .umem import FrameCounts, Umem
 
 _MIN_TX_BUDGET = 32  # the kernel's TX_BATCH_SIZE: XDP_MAX_TX_SKB_BUDGET may not go below it
+_OLDEST_TX_BATCH = 16  # frames one copy-mode kick sends on Linux 5.10 (32 later, the ring on 6.17+)
 
 
 class BindFlags(enum.IntFlag):
@@ -258,7 +259,7 @@ class XskSocket:
             return
         if self.bind_flags & BindFlags.USE_NEED_WAKEUP and not tx.needs_wakeup():
             return
-        for _ in range(len(tx) // _MIN_TX_BUDGET + 4):
+        for _ in range(len(tx) // _OLDEST_TX_BATCH + 4):
             try:
                 self._sock.send(b"", socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
