@@ -37,7 +37,9 @@ from pybpf.testing.netns import Side, veth_pair
 from pybpf.xdp import Umem, XskSocket
 
 XDP_DROP, XDP_TX = 1, 3
-CHUNK = 200_000  # frames per BPF_PROG_TEST_RUN call: ~50 ms at 4 Mpps
+FIRST_CHUNK = 200_000  # frames in a contender's first BPF_PROG_TEST_RUN call
+CALL = 0.3  # seconds one call should last after that: each call also costs ~20 ms of set-up and
+            # tear-down while no frame flows, a pause that would flatter the slower contender
 BATCH = 256
 IDLE = 0.02  # after the generator stops, drain until this long without a frame
 SPIN = 200  # empty polls before an idle receiver sleeps (busy-polling, as fast receivers do)
@@ -70,18 +72,19 @@ def counting_drop(counter: Map) -> Program:
 # ---- the generator process ------------------------------------------------------------------------
 
 def generator(conn: Connection, done: mmap.mmap, peer: Side, frame: bytes, pin: bool) -> None:
-    """Child: on each ``(seconds, packets)`` request, replay ``frame`` out of the peer's veth and
-    answer ``(sent, elapsed)``; set ``done[0]`` when a run ends. ``None`` ends the process."""
+    """Child: on each ``(seconds, packets, chunk)`` request, replay ``frame`` out of the peer's veth
+    ``chunk`` frames per call and answer ``(sent, elapsed)``; set ``done[0]`` when a run ends.
+    ``None`` ends the process."""
     if pin:
         os.sched_setaffinity(0, {0})
     tx = Program.load(ProgramSpec(ProgramType.XDP, Assembler().mov64(R0, XDP_TX).exit(), name="xdp_tx"))
     with peer.inside():
         ctx = struct.pack("<6I", 0, len(frame), 0, socket.if_nametoindex(peer.ifname), 0, 0)  # xdp_md
         while (request := conn.recv()) is not None:
-            seconds, packets = request
+            seconds, packets, chunk = request
             sent, start = 0, time.perf_counter()
             while (packets and sent < packets) or (not packets and time.perf_counter() - start < seconds):
-                repeat = min(CHUNK, packets - sent) if packets else CHUNK
+                repeat = min(chunk, packets - sent) if packets else chunk
                 tx.test_run(frame, repeat, ctx, flags=TestRunFlags.XDP_LIVE_FRAMES)
                 sent += repeat
             elapsed = time.perf_counter() - start
@@ -101,10 +104,11 @@ class Generator:
         self.process.start()
         child.close()
 
-    def run(self, receive: Callable[[mmap.mmap], int], seconds: float, packets: int) -> tuple[int, int, float]:
+    def run(self, receive: Callable[[mmap.mmap], int], seconds: float, packets: int,
+            chunk: int = FIRST_CHUNK) -> tuple[int, int, float]:
         """Generate while ``receive(done)`` counts; ``(received, sent, elapsed)``."""
         self.done[0] = 0
-        self.conn.send((seconds, packets))
+        self.conn.send((seconds, packets, chunk))
         received = receive(self.done)
         sent, elapsed = self.conn.recv()
         return received, sent, elapsed
@@ -213,6 +217,7 @@ def run(rounds: int, seconds: float, packets: int, pin: bool, frames: int, ring:
             return int(sum(counter[0]) - before)
 
         contenders = {DROP: (drop, ceiling), XSK: (redirect, receive_xsk(sock)), PACKET: (redirect, receive_packet(packet))}
+        chunks = dict.fromkeys(contenders, FIRST_CHUNK)  # then sized from the contender's last rate
         try:
             for round_ in range(rounds):
                 for name, (program, receive) in contenders.items():
@@ -223,7 +228,8 @@ def run(rounds: int, seconds: float, packets: int, pin: bool, frames: int, ring:
                         xskmap.delete(0)
                     drain(packet)
                     before = sock.stats()
-                    received, sent, elapsed = gen.run(receive, seconds, packets)
+                    received, sent, elapsed = gen.run(receive, seconds, packets, chunks[name])
+                    chunks[name] = max(10_000, int(sent / elapsed * CALL))
                     after = sock.stats()
                     result = Round(received, sent, elapsed, after.rx_fill_ring_empty_descs - before.rx_fill_ring_empty_descs,
                                    after.rx_ring_full - before.rx_ring_full)
