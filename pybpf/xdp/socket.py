@@ -124,7 +124,7 @@ class XskSocket:
         if tx_size:
             self._setsockopt(_x.XDP_TX_RING, tx_size, "create the TX ring")
         off = self._mmap_offsets()
-        # map everything before bind(): Linux 6.1 refuses mmap of a bound socket (EBUSY)
+        # map everything before bind(): Linux 5.10 and 6.1 refuse mmap of a bound socket (EBUSY)
         if rx_size:
             self._rx = owned.rx = RxRing(fd, _x.XDP_PGOFF_RX_RING, rx_size, off.rx)
         if tx_size:
@@ -169,7 +169,8 @@ class XskSocket:
         except OSError as err:
             code = err.errno or errno.EIO
             if code == errno.EBUSY:
-                raise error_for(code, where, message="that queue already has an AF_XDP socket (or UMEM) bound") from None
+                raise error_for(code, where, message="that queue already has an AF_XDP socket (or UMEM) bound, or "
+                                "had one closed a moment ago (the kernel frees the queue shortly after)") from None
             if code == errno.EOPNOTSUPP and flags & BindFlags.ZEROCOPY:
                 raise NotSupportedError(code, where, message="the driver cannot do zero-copy AF_XDP here; "
                                         "leave out BindFlags.ZEROCOPY (copy mode)") from None
