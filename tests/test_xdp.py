@@ -135,6 +135,20 @@ def test_queue_out_of_range_is_refused() -> None:
 
 
 @pytest.mark.nokernel
+def test_ring_offsets_in_both_layouts() -> None:
+    """Before Linux 5.4 ``XDP_MMAP_OFFSETS`` had no flags word per ring (96 bytes, not 128)."""
+    from pybpf._sys.xdp import parse_mmap_offsets
+
+    rings = [(0, 64, 128), (0, 64, 128), (0, 64, 128), (0, 64, 128)]
+    old = parse_mmap_offsets(b"".join(struct.pack("=3Q", *ring) for ring in rings))
+    assert (old.fr.producer, old.fr.consumer, old.fr.desc, old.fr.flags) == (0, 64, 128, 68)
+    new = parse_mmap_offsets(b"".join(struct.pack("=4Q", *ring, 72) for ring in rings))
+    assert (new.cr.consumer, new.cr.desc, new.cr.flags) == (64, 128, 72)
+    with pytest.raises(OSError, match="40 bytes"):
+        parse_mmap_offsets(bytes(40))
+
+
+@pytest.mark.nokernel
 @pytest.mark.parametrize("kwargs, match", [
     ({"frame_count": 0}, "frame_count"),
     ({"frame_count": 8, "frame_size": 3000}, "frame_size"),

@@ -97,8 +97,13 @@ _RING_OFFSET_V1 = 3 * 8
 
 
 def mmap_offsets(sock: socket.socket) -> MmapOffsets:
-    """``getsockopt(XDP_MMAP_OFFSETS)``, the pre-5.4 layout (no flags word) widened as libbpf does."""
-    raw = sock.getsockopt(SOL_XDP, XDP_MMAP_OFFSETS, ctypes.sizeof(MmapOffsets))
+    """``getsockopt(XDP_MMAP_OFFSETS)`` of an AF_XDP socket, in either layout."""
+    return parse_mmap_offsets(sock.getsockopt(SOL_XDP, XDP_MMAP_OFFSETS, ctypes.sizeof(MmapOffsets)))
+
+
+def parse_mmap_offsets(raw: bytes) -> MmapOffsets:
+    """Decode what ``XDP_MMAP_OFFSETS`` answered; the pre-5.4 layout (no flags word) is widened as
+    libbpf does, pointing ``flags`` at the (always zero) word after ``consumer``."""
     if len(raw) == ctypes.sizeof(MmapOffsets):
         return MmapOffsets.from_buffer_copy(raw)
     if len(raw) != 4 * _RING_OFFSET_V1:
