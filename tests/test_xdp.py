@@ -406,6 +406,23 @@ def test_shared_umem_across_two_queues(net2: VethPair, no_fd_leak: None) -> None
         assert not umem.in_use and umem.frame_counts().free == 256
 
 
+def test_shared_umem_on_one_queue_shares_its_rings(net: VethPair, no_fd_leak: None) -> None:
+    """Two sockets on one queue share the FILL and COMPLETION rings, which outlive the first socket."""
+    with Umem(128, 2048) as umem, redirecting(net.local) as xskmap, net.peer.socket() as sender:
+        first = xsk(net.local, 0, umem=umem, rx_size=64, tx_size=16, fill_size=64, comp_size=16)
+        second = xsk(net.local, 0, umem=umem, rx_size=64, tx_size=0)
+        with second:
+            assert second.bind_flags & BindFlags.SHARED_UMEM
+            xskmap[0] = second  # the program now redirects queue 0's frames to the second socket
+            first.close()
+            for i in range(40):
+                sender.sendto(b"second %02d" % i, (net.local.ip, PORT))
+            assert [udp_payload(f) for f in collect(second, 40)] == [b"second %02d" % i for i in range(40)]
+            counts = settled(second)
+            assert counts.fill == 64 and counts.kernel == 0 and counts.total == 128, counts
+        assert not umem.in_use and umem.frame_counts().free == 128
+
+
 # ---- pcap ---------------------------------------------------------------------------------------
 
 @pytest.mark.nokernel
