@@ -265,10 +265,8 @@ def _match(word: str, names: list[str], what: str) -> str:
 
 
 def _load(obj: str, entry: ObjectEntry) -> list[Verb]:
-    import importlib
-
     for module in entry.modules:
-        importlib.import_module(module)
+        __import__(module)  # not importlib.import_module: -X importtime then reports it
     return _VERBS.get(obj, [])
 
 
