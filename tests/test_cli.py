@@ -361,3 +361,22 @@ def test_typed_dump_matches_bpftool() -> None:
         looked = json.loads(pybpf("-j", "map", "lookup", "name", "typed_dump", "key", "7", "0", "0", "0").stdout)
         assert looked["formatted"]["value"] == {"hits": -3, "port": 443, "name": "https", "last": [1, 2, 3]}
         assert pybpf("map", "dump", "id", str(m.id)).stdout == bpftool("map", "dump", "id", str(m.id))
+
+
+def test_dump_of_a_hostile_btf_value_is_a_clean_error(pin_dir: Path) -> None:
+    """``struct { int s; struct {} a[0xffffffff]; }`` fits in 4 bytes; formatting it would never end."""
+    from pybpf import MapSpec
+    from pybpf.btf import Array, Builder, Int, IntEncoding, Member, Struct, load
+
+    b = Builder()
+    int_id = b.add(Int(name="int", size=4, encoding=IntEncoding.SIGNED))
+    empty = b.add(Struct(name="", size=0))
+    huge = b.add(Array(type=empty, index_type=int_id, nelems=0xFFFFFFFF))
+    hostile = b.add(Struct(name="hostile", size=4, members=(Member(name="s", type=int_id, offset=0),
+                                                             Member(name="a", type=huge, offset=32))))
+    with load(b.build()) as handle, Map.create(MapSpec(type=MapType.ARRAY, key_size=4, value_size=4, max_entries=1, btf=handle,
+                                                       btf_key_type_id=int_id, btf_value_type_id=hostile)) as m:
+        for options in ([], ["-j"]):
+            out = pybpf(*options, "map", "dump", "id", str(m.id), check=False)
+            assert out.returncode == 255 and "refusing to format" in out.stdout + out.stderr
+        assert json.loads(pybpf("-j", "map", "dump", "id", str(m.id), check=False).stdout)["error"].startswith("map id")

@@ -191,6 +191,11 @@ class _Formatter:
 
             with BtfHandle.from_id(raw.btf_id) as handle:
                 self.btf = handle.btf()
+        if self.btf is not None:
+            for type_id in (self.key_id, self.value_id):
+                if type_id and _items(self.btf, type_id, FORMAT_BOUND) > FORMAT_BOUND:
+                    raise CommandError(f"map id {raw.id}: its BTF type [{type_id}] expands to over {FORMAT_BOUND:,} "
+                                       "items per element (huge arrays): refusing to format it")
 
     def __call__(self, key: bytes, value: bytes | list[bytes]) -> dict[str, Any] | None:
         if self.btf is None:
@@ -205,6 +210,31 @@ class _Formatter:
         else:
             shown["value"] = format_value(self.btf, self.value_id, value)
         return shown
+
+
+FORMAT_BOUND = 1 << 20
+"""The most items (numbers, strings, members) one formatted key or value may expand to: a hostile
+BTF type (an array of 2**32 empty structs fits in 4 bytes) would otherwise hang the dump."""
+
+
+def _items(btf: Any, type_id: int, bound: int, depth: int = 0) -> int:
+    """How many items formatting ``type_id`` prints, counted up to just past ``bound``."""
+    from ..btf import Array, Struct, Union
+
+    t = btf.resolve(type_id)
+    if depth > 32:
+        return bound + 1
+    if isinstance(t, Array):
+        element = _items(btf, t.type, bound, depth + 1)
+        return 1 + min(t.nelems * max(element, 1), bound + 1)
+    if isinstance(t, Struct | Union):
+        total = 1
+        for member in t.members:
+            total += _items(btf, member.type, bound, depth + 1)
+            if total > bound:
+                break
+        return total
+    return 1
 
 
 def _plain_entry(raw: MapInfoStruct, key: bytes, value: bytes | list[bytes]) -> str:
