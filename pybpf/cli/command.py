@@ -17,122 +17,18 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from .helptext import object_help, plain, top_help, verb_help
 from .jsonw import JsonWriter
 from .registry import OBJECTS, ObjectEntry
+from .words import CommandError, UsageError, Words
+
+__all__ = ["CommandError", "Context", "UsageError", "Verb", "Words", "main", "verb"]
 
 if TYPE_CHECKING:
     import argparse
 
 STATUS_ERROR = 255
 """bpftool's exit status for a failed command (its ``return -1``)."""
-
-_U32 = 2**32 - 1
-
-
-class CommandError(Exception):
-    """A failure the command reports as one line, with the exit ``status`` a script would check."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class UsageError(CommandError, ValueError):
-    """The words do not say what to do; the message says what was expected."""
-
-
-class Words:
-    """The words after the verb, taken from the front; ``end()`` refuses any left over."""
-
-    def __init__(self, words: list[str]) -> None:
-        self._words = list(words)
-
-    def __bool__(self) -> bool:
-        return bool(self._words)
-
-    def __len__(self) -> int:
-        return len(self._words)
-
-    def peek(self) -> str | None:
-        """The next word without taking it."""
-        return self._words[0] if self._words else None
-
-    def take(self, what: str) -> str:
-        """The next word; UsageError saying ``what`` was expected when there is none."""
-        if not self._words:
-            raise UsageError(f"expected {what}")
-        return self._words.pop(0)
-
-    def accept(self, word: str) -> bool:
-        """Take the next word if it is ``word``."""
-        if self._words and self._words[0] == word:
-            self._words.pop(0)
-            return True
-        return False
-
-    def expect(self, word: str) -> None:
-        """Take ``word`` or refuse."""
-        got = self.take(f"'{word}'")
-        if got != word:
-            raise UsageError(f"expected '{word}', got '{got}'")
-
-    def integer(self, what: str, low: int = 0, high: int = _U32) -> int:
-        """The next word as an integer in ``low..high`` (C's ``strtoul`` bases, as bpftool reads them)."""
-        return parse_int(self.take(what), what, low, high)
-
-    def id(self, what: str) -> int:
-        """An object id: a u32 (a larger number would wrap in the kernel's struct)."""
-        return self.integer(what, 0, _U32)
-
-    def data(self, size: int, what: str) -> bytes:
-        """``size`` bytes, one word each (``hex`` first: the words are hex digits, as bpftool's ``DATA``)."""
-        hexa = self.accept("hex")
-        out = bytearray()
-        while len(out) < size:
-            word = self.take(f"{size} bytes of {what} (got {len(out)})")
-            try:
-                value = int(word, 16) if hexa else _strtoul(word)
-            except ValueError:
-                raise UsageError(f"{what}: '{word}' is not a byte") from None
-            if not 0 <= value <= 255:
-                raise UsageError(f"{what}: '{word}' is not a byte (0..255)")
-            out.append(value)
-        return bytes(out)
-
-    def end(self) -> None:
-        """Refuse words left over (bpftool would silently ignore some of them)."""
-        if self._words:
-            raise UsageError(f"unexpected '{' '.join(self._words)}'")
-
-    def rest(self) -> list[str]:
-        """Every word left, taken."""
-        words, self._words = self._words, []
-        return words
-
-
-def _strtoul(text: str) -> int:
-    """C's ``strtoul(text, &end, 0)`` on a whole word: ``0x`` hex, a leading ``0`` octal, else decimal."""
-    body = text[1:] if text[:1] in "+-" else text
-    if body[:2].lower() == "0x":
-        value = int(body[2:], 16)
-    elif len(body) > 1 and body[0] == "0":
-        value = int(body[1:], 8)
-    else:
-        value = int(body, 10)
-    if not body or not body[-1].isalnum():
-        raise ValueError(text)
-    return -value if text[:1] == "-" else value
-
-
-def parse_int(text: str, what: str, low: int = 0, high: int = _U32) -> int:
-    """``text`` as an integer in ``low..high``; UsageError naming ``what`` otherwise."""
-    try:
-        value = _strtoul(text)
-    except ValueError:
-        raise UsageError(f"{what}: '{text}' is not a number") from None
-    if not low <= value <= high:
-        raise UsageError(f"{what}: {text} is out of range ({low}..{high})")
-    return value
 
 
 class Context:
@@ -223,14 +119,6 @@ def verb(obj: str, *names: str, usage: str = "", options: Callable[[argparse.Arg
     return register
 
 
-def plain(doc: str) -> str:
-    """A docstring as help text: indentation dedented, RST markup (double backticks) removed."""
-    lines = doc.expandtabs().strip().splitlines()
-    indents = [len(line) - len(line.lstrip()) for line in lines[1:] if line.strip()]
-    cut = min(indents, default=0)
-    return "\n".join([lines[0].strip(), *(line[cut:].rstrip() for line in lines[1:])]).replace("``", "") if lines else ""
-
-
 _FLAGS = {"-j": "json", "--json": "json", "-p": "pretty", "--pretty": "pretty", "-h": "help", "--help": "help",
           "-V": "version", "--version": "version"}
 _SHORT = {"j": "json", "p": "pretty", "h": "help", "V": "version"}
@@ -268,57 +156,6 @@ def _load(obj: str, entry: ObjectEntry) -> list[Verb]:
     for module in entry.modules:
         __import__(module)  # not importlib.import_module: -X importtime then reports it
     return _VERBS.get(obj, [])
-
-
-def _top_help() -> str:
-    from .. import __version__
-
-    width = max(map(len, OBJECTS))
-    lines = [f"usage: pybpf [-j|--json] [-p|--pretty] OBJECT {{ VERB | help }} ...    (pybpf {__version__})", "",
-             "bpftool's objects, verbs and grammar over pybpf, and pybpf's applications.", "", "objects:"]
-    lines += [f"  {name:<{width}}  {entry.summary}" for name, entry in OBJECTS.items()]
-    lines += ["", "pybpf OBJECT help (or --help) lists an object's verbs; pybpf OBJECT VERB --help shows one.",
-              "-j/--json and -p/--pretty (indented JSON) may come anywhere; -V/--version prints the version."]
-    return "\n".join(lines) + "\n"
-
-
-def _object_help(obj: str, entry: ObjectEntry, verbs: list[Verb]) -> str:
-    lines = [f"pybpf {obj}: {entry.summary}", "", "usage:"]
-    lines += [f"  {v.synopsis()}" for v in verbs]
-    grammar = sys.modules[entry.modules[0]].__dict__.get("GRAMMAR", "")
-    if grammar:
-        lines += ["", *("  " + line for line in plain(grammar).splitlines())]
-    lines += ["", f"pybpf {obj} VERB --help shows one verb; -j/--json, -p/--pretty anywhere."]
-    return "\n".join(lines) + "\n"
-
-
-def _verb_help(v: Verb) -> str:
-    grammar = _definitions(sys.modules[v.run.__module__].__dict__.get("GRAMMAR", ""))
-    needed = [name for name in grammar if name in _tokens(v.usage)]
-    for name in needed:  # grows while it is walked: the definitions the used ones refer to
-        needed += [other for other in grammar if other not in needed and other in _tokens(grammar[name].split(":=", 1)[1])]
-    lines = [f"usage: {v.synopsis()}", "", v.doc]
-    if needed:
-        lines.append("")
-        lines += ["  " + line for name in grammar if name in needed for line in grammar[name].splitlines()]
-    return "\n".join(lines) + "\n"
-
-
-def _tokens(text: str) -> set[str]:
-    return {word.strip("[]{}|") for word in text.split()}
-
-
-def _definitions(grammar: str) -> dict[str, str]:
-    """``NAME := ...`` blocks of a grammar (a block runs on over lines without ``:=``), by name."""
-    blocks: dict[str, str] = {}
-    name = ""
-    for line in grammar.strip().splitlines():
-        if ":=" in line:
-            name = line.split(":=", 1)[0].strip()
-            blocks[name] = line
-        elif name:
-            blocks[name] += "\n" + line
-    return blocks
 
 
 def _options_parser(v: Verb) -> argparse.ArgumentParser:
@@ -402,7 +239,7 @@ def _run(ctx: Context, flags: set[str], words: list[str], literal: int | None) -
         return 0
     if not words or words == ["help"]:
         if "help" in flags or words:
-            ctx.write(_top_help())
+            ctx.write(top_help())
             return 0
         raise UsageError(f"expected an object ({', '.join(OBJECTS)}); pybpf --help says more")
     obj = _match(words[0], list(OBJECTS), "object")
@@ -412,19 +249,19 @@ def _run(ctx: Context, flags: set[str], words: list[str], literal: int | None) -
         return _run_argparse(ctx, obj, entry, words[1:], literal, "help" in flags)
     verbs = _load(obj, entry)
     if words[1:2] == ["help"] and not any(v.name == "help" for v in verbs):
-        ctx.write(_object_help(obj, entry, verbs))
+        ctx.write(object_help(obj, entry, verbs))
         return 0
     chosen, rest = _choose(verbs, words[1:], obj)
     if chosen is None or (chosen.names and len(words) == 1 and "help" in flags):
         if "help" in flags:
-            ctx.write(_object_help(obj, entry, verbs))
+            ctx.write(object_help(obj, entry, verbs))
             return 0
         raise UsageError(f"expected a verb after '{obj}' ({', '.join(n for v in verbs for n in v.names)})")
     if "help" in flags:
         if chosen.options is not None:
             ctx.write(_options_parser(chosen).format_help())
         else:
-            ctx.write(_verb_help(chosen))
+            ctx.write(verb_help(chosen))
         return 0
     if chosen.options is not None:
         parser = _options_parser(chosen)

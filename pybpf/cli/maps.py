@@ -13,13 +13,16 @@ from typing import TYPE_CHECKING, Any
 from .._sys import commands
 from .._sys.constants import MapType, ProgramType
 from ..errors import BPFError, KeyNotFoundError
-from .command import CommandError, Context, UsageError, Words, parse_int, verb
+from .command import CommandError, Context, UsageError, Words, verb
+from .formatted import Formatter
 from .jsonw import JsonWriter
 from .objects import MAP_GRAMMAR, PROG_GRAMMAR, closing, each_fd, map_fd, map_fds, prog_fds
+from .words import parse_int
 
 if TYPE_CHECKING:
     from .._sys.attrs import MapInfoStruct
     from ..map import Map
+
 
 def _wrapped(names: list[str], indent: int, width: int = 76) -> str:
     """``a | b | ...`` broken into lines of at most ``width`` characters."""
@@ -44,7 +47,6 @@ TYPE := {{ {_wrapped([t.name.lower() for t in MapType if t], 10)} }}"""
 STATUS_NOT_FOUND = 256 - errno.ENOENT
 """bpftool's status when a key is not in the map (it returns -ENOENT)."""
 
-_PER_CPU = {MapType.PERCPU_HASH, MapType.PERCPU_ARRAY, MapType.LRU_PERCPU_HASH, MapType.PERCPU_CGROUP_STORAGE}
 _MAP_OF_MAPS = {MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS}
 _SOCKET_VALUED = {MapType.SOCKMAP, MapType.SOCKHASH, MapType.XSKMAP, MapType.REUSEPORT_SOCKARRAY}
 
@@ -172,71 +174,6 @@ def show(ctx: Context, words: Words) -> None:
 
 # ---- dump and lookup --------------------------------------------------------------------------
 
-class _Formatter:
-    """A map's keys and values decoded by its BTF, as bpftool's ``formatted`` (None without BTF).
-
-    BTF is imported only for a map that has it (``map dump`` of a plain map stays light)."""
-
-    def __init__(self, raw: MapInfoStruct) -> None:
-        self.key_id = raw.btf_key_type_id
-        self.value_id = raw.btf_vmlinux_value_type_id or raw.btf_value_type_id
-        self.per_cpu = raw.type in _PER_CPU
-        self.btf: Any = None
-        if raw.btf_vmlinux_value_type_id:
-            from ..btf import vmlinux
-
-            self.btf = vmlinux()
-        elif raw.btf_value_type_id:
-            from ..btf import BtfHandle
-
-            with BtfHandle.from_id(raw.btf_id) as handle:
-                self.btf = handle.btf()
-        if self.btf is not None:
-            for type_id in (self.key_id, self.value_id):
-                if type_id and _items(self.btf, type_id, FORMAT_BOUND) > FORMAT_BOUND:
-                    raise CommandError(f"map id {raw.id}: its BTF type [{type_id}] expands to over {FORMAT_BOUND:,} "
-                                       "items per element (huge arrays): refusing to format it")
-
-    def __call__(self, key: bytes, value: bytes | list[bytes]) -> dict[str, Any] | None:
-        if self.btf is None:
-            return None
-        from ..btf.values import format_value
-
-        shown: dict[str, Any] = {}
-        if self.key_id:
-            shown["key"] = format_value(self.btf, self.key_id, key)
-        if isinstance(value, list):
-            shown["values"] = [{"cpu": cpu, "value": format_value(self.btf, self.value_id, v)} for cpu, v in enumerate(value)]
-        else:
-            shown["value"] = format_value(self.btf, self.value_id, value)
-        return shown
-
-
-FORMAT_BOUND = 1 << 20
-"""The most items (numbers, strings, members) one formatted key or value may expand to: a hostile
-BTF type (an array of 2**32 empty structs fits in 4 bytes) would otherwise hang the dump."""
-
-
-def _items(btf: Any, type_id: int, bound: int, depth: int = 0) -> int:
-    """How many items formatting ``type_id`` prints, counted up to just past ``bound``."""
-    from ..btf import Array, Struct, Union
-
-    t = btf.resolve(type_id)
-    if depth > 32:
-        return bound + 1
-    if isinstance(t, Array):
-        element = _items(btf, t.type, bound, depth + 1)
-        return 1 + min(t.nelems * max(element, 1), bound + 1)
-    if isinstance(t, Struct | Union):
-        total = 1
-        for member in t.members:
-            total += _items(btf, member.type, bound, depth + 1)
-            if total > bound:
-                break
-        return total
-    return 1
-
-
 def _plain_entry(raw: MapInfoStruct, key: bytes, value: bytes | list[bytes]) -> str:
     """bpftool's ``print_entry_plain``."""
     if isinstance(value, list):
@@ -302,7 +239,7 @@ def _open_map(fd: int, readonly: bool) -> Map:
 def _dump_one(ctx: Context, fd: int, jw: JsonWriter | None, header: bool) -> None:
     """bpftool's ``map_dump``: every element, streamed; ``jw`` is the JSON or BTF-text writer."""
     raw = commands.map_info(fd)
-    formatter = _Formatter(raw) if jw is not None else None
+    formatter = Formatter(raw) if jw is not None else None
     if jw is not None:
         if header:
             jw.start_object()
@@ -389,7 +326,7 @@ def lookup(ctx: Context, words: Words) -> int:
                 ctx.emit(None)
                 return STATUS_NOT_FOUND
             raise CommandError(f"lookup in {_where(m, key)}: not found", STATUS_NOT_FOUND) from None
-        formatted = _Formatter(raw)(key, value)
+        formatted = Formatter(raw)(key, value)
         if ctx.json:
             _json_entry(ctx.jw, raw, key, value, formatted)
         elif formatted is not None:

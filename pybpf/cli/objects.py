@@ -16,7 +16,7 @@ from .._sys import commands
 from .._sys.constants import Cmd, FileFlags
 from .._sys.fdkind import check_kind
 from ..errors import BPFError
-from .command import UsageError, Words
+from .words import UsageError, Words
 
 MAP_GRAMMAR = "MAP := { id MAP_ID | pinned FILE | name MAP_NAME }"
 PROG_GRAMMAR = "PROG := { id PROG_ID | pinned FILE | tag PROG_TAG | name PROG_NAME }"

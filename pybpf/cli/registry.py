@@ -1,7 +1,18 @@
 """The command's objects: one line each. Only the modules of the object named are imported.
 
 A verb of an object is a ``@verb`` function (``command.verb``) in one of its modules; to add a
-verb, write the function there (or in a new module appended to the object's ``modules``).
+verb, write the function there (or in a new module appended to the object's ``modules``)::
+
+    @verb("map", "event_pipe", usage="MAP [cpu N index M]")
+    def event_pipe(ctx: Context, words: Words) -> None:
+        # a docstring here is the verb's help: what it does, in a line or two
+        fd = map_fd(words)          # MAP as bpftool names it (objects.py), kind checked
+        cpu = words.integer("cpu") if words.accept("cpu") else None
+        words.end()                 # trailing words are refused
+        ...                         # print with ctx.write(...), or ctx.emit(...) under ctx.json
+
+A new object is one line below plus its module; import heavy modules inside the verb functions,
+not at the top of the module (``pybpf map show`` must stay a cold start of a few ms).
 """
 
 from __future__ import annotations
