@@ -14,7 +14,6 @@ from contextlib import contextmanager
 
 from .._sys import commands
 from .._sys.constants import Cmd, FileFlags
-from .._sys.fdkind import check_kind
 from ..errors import BPFError
 from .words import UsageError, Words
 
@@ -44,16 +43,13 @@ def each_fd(next_cmd: int, fd_cmd: int, what: str, flags: int = 0) -> Iterator[i
 
 
 def pinned_fd(path: str, kind: str, flags: int = 0) -> int:
-    """Open the object pinned at ``path``; ValueError if it is not a ``kind`` (a program read as a
-    map would print garbage)."""
-    if "\0" in path:
-        raise UsageError(f"pin path {path!r} contains a NUL byte")
+    """Open the object pinned at ``path`` (no symlinks followed); UsageError if it is not a
+    ``kind`` (a program's info read as a map's would print garbage)."""
     fd = commands.obj_get(path, flags, what=kind)
-    try:
-        check_kind(fd, kind, path)
-    except BaseException:
+    found = commands.object_kind(fd)
+    if found != kind:
         os.close(fd)
-        raise
+        raise UsageError(f"{path} is {'a ' + found if found else 'not a BPF object'}, not a {kind}")
     return fd
 
 
