@@ -427,7 +427,8 @@ _CREATE = {"type": "type", "key": "key_size", "value": "value_size", "entries": 
       "[flags FLAGS] [extra EXTRA] [numa NODE]")
 def create(ctx: Context, words: Words) -> None:
     """Create a map and pin it at FILE."""
-    from .. import Map, MapFlags, MapSpec
+    from .._sys.constants import MapFlags
+    from ..map import Map, MapSpec
 
     path = words.take("a pin path")
     fields: dict[str, Any] = {"flags": 0}
