@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import mmap as _mmap
+import operator
 import os
 import threading
 import weakref
@@ -79,8 +80,18 @@ class Map(FdOwner, MutableMapping):
         custom_values = type(self)._put_value is not Map._put_value
         self._users: set[int] = set()  # threads that made call buffers for this map
         self._door = gate = door()
-        self._calls: Calls | Closed = Calls(weakref.ref(self), fd, gate, self._key, self._value, value_alloc, custom_values)
+        calls = Calls(weakref.ref(self), fd, gate, self._key, self._value, value_alloc, custom_values,
+                      may_sleep=self.traits.fd_values)
+        self._calls: Calls | Closed = calls
         self._value_alloc = value_alloc
+        self._retire = calls.retire
+        cls = type(self)  # the creating thread's closures stand in for the methods: one call per operation
+        if cls.lookup is Map.lookup:
+            self.lookup = calls.lookup  # type: ignore[method-assign]
+        if cls.update is Map.update:
+            self.update = calls.update  # type: ignore[method-assign]
+        if cls.delete is Map.delete:
+            self.delete = calls.delete  # type: ignore[method-assign]
 
     # ---- construction -------------------------------------------------------------------------
 
@@ -199,6 +210,7 @@ class Map(FdOwner, MutableMapping):
         ``close()`` in another thread completes on this map or fails; it never reaches another."""
         if not self.closed:
             self._calls = CLOSED
+            self._retire()
             if self._mmap is not None:
                 try:
                     self._mmap.close()
@@ -380,14 +392,12 @@ class Map(FdOwner, MutableMapping):
 
     # ---- mapping protocol ---------------------------------------------------------------------
 
-    def __getitem__(self, key: Any) -> Any:
-        return self.lookup(key)
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self.update(key, value)
-
-    def __delitem__(self, key: Any) -> None:
-        self.delete(key)
+    # ``m[k]`` is ``m.lookup(k)`` without a Python frame in between: the subscript slot finds a
+    # property whose getter (C's attrgetter) hands back the instance's ``lookup`` (the creating
+    # thread's closure, or the method), which is then called with the key.
+    __getitem__ = property(operator.attrgetter("lookup"), doc="``m[key]`` is ``m.lookup(key)``.")
+    __setitem__ = property(operator.attrgetter("update"), doc="``m[key] = value`` is ``m.update(key, value)``.")
+    __delitem__ = property(operator.attrgetter("delete"), doc="``del m[key]`` is ``m.delete(key)``.")
 
     def __contains__(self, key: object) -> bool:
         try:
