@@ -1,0 +1,52 @@
+"""Programs that produce events, assembled (no compiler): tc programs driven by ``test_run``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pybpf import Program, ProgramSpec, ProgramType
+from pybpf.asm import DW, FP, R0, R1, R2, R3, R4, R5, R6, R7, Assembler, Helper
+
+BPF_F_CURRENT_CPU = 0xFFFFFFFF
+
+
+def ringbuf_copy(ring: Any, size: int, stamp: bool = False, discard: bool = False) -> Program:
+    """Reserve ``size`` bytes in ``ring``, copy the packet's first ``size`` bytes there, submit
+    (or discard). With ``stamp`` bytes 0..8 become ``bpf_ktime_get_ns()``. Returns the verdict 0."""
+    a = Assembler()
+    a.mov64(R6, R1)
+    a.ld_map_fd(R1, ring).mov64(R2, size).mov64(R3, 0).call(Helper.ringbuf_reserve)
+    a.jeq(R0, 0, "out").mov64(R7, R0)
+    a.mov64(R1, R6).mov64(R2, 0).mov64(R3, R7).mov64(R4, size).call(Helper.skb_load_bytes)
+    if stamp:
+        a.call(Helper.ktime_get_ns).stx(DW, R7, R0, 0)
+    a.mov64(R1, R7).mov64(R2, 0).call(Helper.ringbuf_discard if discard else Helper.ringbuf_submit)
+    a.label("out").mov64(R0, 0).exit()
+    return Program.load(ProgramSpec(ProgramType.SCHED_CLS, a, name="ring_copy"))
+
+
+def ringbuf_output(ring: Any, size: int, flags: int = 0) -> Program:
+    """``bpf_ringbuf_output`` of the packet's first ``size`` bytes (<= 256) copied to the stack."""
+    a = Assembler()
+    a.mov64(R6, R1)
+    a.mov64(R1, R6).mov64(R2, 0).mov64(R3, FP).add64(R3, -256).mov64(R4, size).call(Helper.skb_load_bytes)
+    a.ld_map_fd(R1, ring).mov64(R2, FP).add64(R2, -256).mov64(R3, size).mov64(R4, flags).call(Helper.ringbuf_output)
+    a.mov64(R0, 0).exit()
+    return Program.load(ProgramSpec(ProgramType.SCHED_CLS, a, name="ring_output"))
+
+
+def perf_output(events: Any, size: int, stamp: bool = False) -> Program:
+    """``bpf_perf_event_output`` on the current CPU: 8 bytes from the stack (``bpf_ktime_get_ns()``
+    with ``stamp``, else the packet's first 8 bytes) then ``size - 8`` bytes of the packet."""
+    if size < 8:
+        raise ValueError("size must be >= 8")
+    a = Assembler()
+    a.mov64(R6, R1)
+    if stamp:
+        a.call(Helper.ktime_get_ns).stx(DW, FP, R0, -8)
+    else:
+        a.mov64(R1, R6).mov64(R2, 0).mov64(R3, FP).add64(R3, -8).mov64(R4, 8).call(Helper.skb_load_bytes)
+    a.mov64(R1, R6).ld_map_fd(R2, events).ld_imm64(R3, (size - 8) << 32 | BPF_F_CURRENT_CPU)
+    a.mov64(R4, FP).add64(R4, -8).mov64(R5, 8).call(Helper.perf_event_output)
+    a.mov64(R0, 0).exit()
+    return Program.load(ProgramSpec(ProgramType.SCHED_CLS, a, name="perf_output"))
