@@ -318,3 +318,14 @@ class BtfInfoStruct(ctypes.Structure):
         ("name_len", c_uint32),
         ("kernel_btf", c_uint32),
     ]
+
+
+class RawTracepointOpenAttr(_Attr):
+    """``BPF_RAW_TRACEPOINT_OPEN``: ``name`` 0 attaches a BTF-typed program at its load-time target."""
+
+    _fields_ = [
+        ("name", c_uint64),
+        ("prog_fd", c_uint32),
+        ("_pad", c_uint32),
+        ("cookie", c_uint64),
+    ]
