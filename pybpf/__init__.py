@@ -36,6 +36,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "BTF": "btf", "BTFError": "btf", "BtfHandle": "btf",
     "CollectionSpec": "collection", "Collection": "collection", "load": "collection", "ELFError": "elf",
+    "RingBuffer": "events", "PerfBuffer": "events", "UserRingBuffer": "events",
 }
 
 
@@ -94,4 +95,7 @@ __all__ = [
     "maps",
     "possible_cpus",
     "socket_cookie",
+    "RingBuffer",
+    "PerfBuffer",
+    "UserRingBuffer",
 ]

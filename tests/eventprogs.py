@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from pybpf import Program, ProgramSpec, ProgramType
 from pybpf.asm import DW, FP, R0, R1, R2, R3, R4, R5, R6, R7, Assembler, Helper
@@ -50,3 +57,51 @@ def perf_output(events: Any, size: int, stamp: bool = False) -> Program:
     a.mov64(R4, FP).add64(R4, -8).mov64(R5, 8).call(Helper.perf_event_output)
     a.mov64(R0, 0).exit()
     return Program.load(ProgramSpec(ProgramType.SCHED_CLS, a, name="perf_output"))
+
+
+def perf_record(packet: bytes, size: int) -> bytes:
+    """What ``perf_output(events, size)`` sends for ``packet`` (without ``stamp``)."""
+    return packet[:8] + packet[: size - 8]
+
+
+# ---- compiled objects and processes --------------------------------------------------------------
+
+HERE = Path(__file__).resolve().parent
+_BUILT: dict[str, Path] = {}
+
+
+def need_tool(name: str, path: str | None) -> str:
+    """The tool's path; a missing tool skips the test, or fails it under PYBPF_REQUIRE_KERNEL=1."""
+    if path is None:
+        message = f"{name} is not installed"
+        if os.environ.get("PYBPF_REQUIRE_KERNEL") == "1":
+            pytest.fail(f"PYBPF_REQUIRE_KERNEL=1 but {message}")
+        pytest.skip(message)
+    return path
+
+
+def bpf_object(directory: Path, source: str, *flags: str) -> Path:
+    """Compile ``tests/bpf/<source>`` with clang (once per run and flags)."""
+    key = source + " ".join(flags)
+    if key in _BUILT:
+        return _BUILT[key]
+    clang = need_tool("clang-16", shutil.which("clang-16") or shutil.which("clang"))
+    out = directory / f"{Path(source).stem}{len(_BUILT)}.o"
+    include = f"/usr/include/{platform.machine()}-linux-gnu"
+    subprocess.run([clang, "-g", "-O2", "-target", "bpf", f"-I{include}", *flags, "-c", str(HERE / "bpf" / source), "-o", str(out)],
+                   check=True, capture_output=True, text=True)
+    _BUILT[key] = out
+    return out
+
+
+def uprobe_target(directory: Path) -> tuple[Path, Path]:
+    """Build ``tests/c/uprobe_target.c``: (the PIE executable, its shared library)."""
+    gcc = need_tool("gcc", shutil.which("gcc") or shutil.which("cc"))
+    source = HERE / "c" / "uprobe_target.c"
+    lib = directory / "libpybpftarget.so"
+    exe = directory / "uprobe_target"
+    if not exe.exists():
+        subprocess.run([gcc, "-O1", "-shared", "-fPIC", "-DLIBRARY", str(source), "-o", str(lib)], check=True)
+        subprocess.run([gcc, "-O1", "-fPIE", "-pie", str(source), f"-L{directory}", "-lpybpftarget",
+                        f"-Wl,-rpath,{directory}", "-o", str(exe)], check=True)
+    return exe, lib

@@ -3,7 +3,6 @@ waiting, blocking iteration and ``async for``."""
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import os
 import select
@@ -41,12 +40,11 @@ def map_fd_and_info(bpf_map: Any, want: tuple[MapType, ...], reader: str) -> tup
     if isinstance(bpf_map, int):
         fd = bpf_map
     else:
-        if not hasattr(bpf_map, "fd"):
+        if getattr(bpf_map, "closed", False):
+            raise ValueError(f"{reader}: the map {getattr(bpf_map, 'name', '')!r} is closed")
+        fd = getattr(bpf_map, "fd", None)
+        if not isinstance(fd, int) or isinstance(fd, bool):
             raise TypeError(f"{reader}: map must be a Map or a map fd, not {bpf_map!r}")
-        try:
-            fd = bpf_map.fd
-        except ValueError:
-            raise ValueError(f"{reader}: the map {getattr(bpf_map, 'name', '')!r} is closed") from None
     if fd < 0:
         raise ValueError(f"{reader}: {fd} is not an fd")
     try:
@@ -165,6 +163,8 @@ class Iterable(Generic[T]):
         return self._records()
 
     async def _records(self) -> AsyncIterator[T]:
+        import asyncio
+
         loop = asyncio.get_running_loop()
         while not self.closed:
             records = self.poll(0)

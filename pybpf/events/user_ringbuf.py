@@ -19,6 +19,7 @@ import errno
 import mmap
 import os
 import select
+import time
 from typing import Any
 
 from .._sys.constants import MapType
@@ -29,8 +30,8 @@ from ._reader import Closing, Guard, check_timeout, map_fd_and_info
 
 class UserRingBuffer(Closing):
     """Writes to a USER_RINGBUF map: ``submit(data)``, or ``reserve(size)`` then ``commit()`` or
-    ``discard()``. A full ring raises ``MapFullError``; ``wait_writable(timeout)`` waits for the
-    kernel to drain. Linux 6.1+."""
+    ``discard()``. A full ring raises ``MapFullError``; ``wait_writable(size, timeout)`` waits
+    for the program to drain enough. Linux 6.1+."""
 
     def __init__(self, bpf_map: Any) -> None:
         """Map the ring of ``bpf_map`` (a USER_RINGBUF ``Map`` or its fd; the writer keeps its own fd)."""
@@ -60,7 +61,7 @@ class UserRingBuffer(Closing):
         self._lens = self._view(self._data.cast("I"))
         self._mask = size - 1
         self._epoll = select.epoll()
-        self._epoll.register(fd, select.EPOLLOUT)
+        self._epoll.register(fd, select.EPOLLOUT | select.EPOLLET)
 
     def _map(self, length: int, prot: int, offset: int, what: str) -> mmap.mmap:
         try:
@@ -95,7 +96,7 @@ class UserRingBuffer(Closing):
             if self.size - (prod - self._cons_word[0]) < span:
                 raise MapFullError(errno.ENOSPC, "reserve in user ring buffer", self._name,
                                    message=f"no room for {size} bytes: the program has not drained the ring "
-                                           "(wait_writable() waits until it does)")
+                                           "(wait_writable(size) waits until it does)")
             off = prod & self._mask
             self._lens[off >> 2] = size | BUSY_BIT
             self._lens[(off >> 2) + 1] = 0
@@ -134,20 +135,29 @@ class UserRingBuffer(Closing):
         record[:] = data
         self.commit()
 
-    def wait_writable(self, timeout: float | None = None) -> bool:
-        """Wait up to ``timeout`` seconds (None: forever) until the kernel has drained something;
-        whether it did (``free()`` tells how much room there is)."""
+    def wait_writable(self, size: int = 1, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds (None: forever) until a record of ``size`` bytes fits
+        (the program drained enough); whether it does."""
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= self.size - HDR_SZ:
+            raise ValueError(f"size must be 1 .. {self.size - HDR_SZ} bytes, not {size!r}")
         wait = check_timeout(timeout)
+        need = record_span(size)
         self._guard.enter()
         try:
-            return bool(self._epoll.poll(wait))
+            deadline = None if wait < 0 else time.monotonic() + wait
+            while self.free() < need:
+                left = -1.0 if deadline is None else deadline - time.monotonic()
+                if deadline is not None and left <= 0:
+                    return False
+                self._epoll.poll(left)  # edge-triggered: the kernel signals after a drain
+            return True
         finally:
             self._guard.leave()
 
     # ---- plumbing ---------------------------------------------------------------------------
 
     def fileno(self) -> int:
-        """An fd that is readable when the kernel drained the ring (an epoll fd), for selectors."""
+        """An epoll fd that becomes readable when the program drained records, for selectors."""
         if self._guard.closed:
             raise ValueError("operation on a closed UserRingBuffer")
         return self._epoll.fileno()
