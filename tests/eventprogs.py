@@ -59,6 +59,38 @@ def perf_output(events: Any, size: int, stamp: bool = False) -> Program:
     return Program.load(ProgramSpec(ProgramType.SCHED_CLS, a, name="perf_output"))
 
 
+def reporter(ring: Any, prog_type: ProgramType, tag: int = 0, *, pid: int | None = None, ctx_offset: int | None = None,
+             **spec: Any) -> Program:
+    """A program that sends 16 bytes to ``ring``: ``bpf_get_current_pid_tgid()`` then ``tag`` (or
+    the u64 at ``ctx_offset`` in its context); with ``pid``, only when that process runs it."""
+    a = Assembler()
+    a.mov64(R6, R1)
+    a.call(Helper.get_current_pid_tgid).stx(DW, FP, R0, -16)
+    if pid is not None:
+        a.rsh64(R0, 32).jne(R0, pid, "out")
+    if ctx_offset is not None:
+        a.ldx(DW, R1, R6, ctx_offset).stx(DW, FP, R1, -8)
+    else:
+        a.mov64(R1, tag).stx(DW, FP, R1, -8)
+    a.ld_map_fd(R1, ring).mov64(R2, FP).add64(R2, -16).mov64(R3, 16).mov64(R4, 0).call(Helper.ringbuf_output)
+    a.label("out").mov64(R0, 0).exit()
+    return Program.load(ProgramSpec(prog_type, a, name=spec.pop("name", "reporter"), **spec))
+
+
+def counter(counts: Any, prog_type: ProgramType) -> Program:
+    """A program that adds 1 to slot 0 of the ARRAY ``counts`` each time it runs."""
+    a = Assembler()
+    a.st(4, FP, -4, 0).ld_map_fd(R1, counts).mov64(R2, FP).add64(R2, -4).call(Helper.map_lookup_elem)
+    a.jeq(R0, 0, "out").mov64(R1, 1).atomic_add(DW, R0, R1)
+    a.label("out").mov64(R0, 0).exit()
+    return Program.load(ProgramSpec(prog_type, a, name="counter"))
+
+
+def records_of(records: list[bytes], pid: int) -> list[int]:
+    """The second u64 of each 16-byte ``reporter`` record sent by process ``pid``."""
+    return [int.from_bytes(r[8:16], "little") for r in records if int.from_bytes(r[4:8], "little") == pid]
+
+
 def perf_record(packet: bytes, size: int) -> bytes:
     """What ``perf_output(events, size)`` sends for ``packet`` (without ``stamp``)."""
     return packet[:8] + packet[: size - 8]

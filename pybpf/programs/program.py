@@ -57,6 +57,8 @@ class Program(FdOwner):
         self.name = name
         self.expected_attach_type = expected_attach_type
         self.verifier_log = verifier_log
+        self.section = ""
+        """The ELF section the program was loaded from (libbpf's name says where it attaches), or ""."""
         self._id: int | None = None
 
     # ---- construction -----------------------------------------------------------------------
@@ -90,7 +92,9 @@ class Program(FdOwner):
             if refused is not None:
                 raise refused from None
             raise
-        return cls(fd, spec.type, spec.name, expected_attach_type=spec.expected_attach_type, verifier_log=log)
+        loaded = cls(fd, spec.type, spec.name, expected_attach_type=spec.expected_attach_type, verifier_log=log)
+        loaded.section = getattr(spec, "section", "")
+        return loaded
 
     @classmethod
     def from_pin(cls, path: str | os.PathLike[str]) -> Program:

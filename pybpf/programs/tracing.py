@@ -436,3 +436,24 @@ def section_attach(section: str) -> Callable[[Any], Link] | None:
         return None
     make = _SECTIONS.get(head)
     return make(rest) if make is not None else None
+
+
+def attach_programs(programs: dict[str, Any]) -> dict[str, Link]:
+    """Attach each program whose ``section`` says where (see ``section_attach``), by name; if one
+    fails, the ones attached so far are detached and the error says which program failed."""
+    links: dict[str, Link] = {}
+    try:
+        for name, prog in programs.items():
+            attach = section_attach(getattr(prog, "section", ""))
+            if attach is None:
+                continue
+            try:
+                links[name] = attach(prog)
+            except BPFError as err:
+                err.add_note(f"while attaching program {name!r} (section {prog.section!r})")
+                raise
+    except BaseException:
+        for link in links.values():
+            link.close()
+        raise
+    return links
