@@ -155,8 +155,8 @@ def test_tracepoint_errors(ring: Map) -> None:
             prog.attach_tracepoint("../x", "y")
         with pytest.raises(TypeError, match="tracepoint name must be a str"):
             prog.attach_tracepoint("syscalls", None)  # type: ignore[arg-type]
-    with reporter(ring, ProgramType.SCHED_CLS) as wrong:
-        with pytest.raises(ValueError, match="attach_tracepoint takes TRACEPOINT programs; 'reporter' is SCHED_CLS"):
+    with reporter(ring, ProgramType.KPROBE) as wrong:
+        with pytest.raises(ValueError, match="attach_tracepoint takes TRACEPOINT programs; 'reporter' is KPROBE"):
             wrong.attach_tracepoint("syscalls", "sys_enter_getppid")
     closed = reporter(ring, ProgramType.TRACEPOINT)
     closed.close()
