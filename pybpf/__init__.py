@@ -1,6 +1,18 @@
 """pybpf: eBPF maps, socket maps and AF_XDP from pure Python, over the real ``bpf(2)``."""
 
-from ._sys.constants import AttachType, FileFlags, LinkType, MapFlags, MapType, Pinning, ProgramType, UpdateFlags
+from ._sys.constants import (
+    AttachType,
+    FileFlags,
+    LinkType,
+    MapFlags,
+    MapType,
+    Pinning,
+    ProgramType,
+    StatsType,
+    TestRunFlags,
+    UpdateFlags,
+)
+from ._sys.rlimit import remove_memlock_limit
 from .errors import (
     BPFError,
     BTFLoadError,
@@ -29,7 +41,7 @@ from .map import (
     socket_cookie,
 )
 
-from .programs import Link, LinkInfo, Program, ProgramInfo, ProgramSpec, TestRun, XdpMode
+from .programs import Link, LinkInfo, Program, ProgramInfo, ProgramSpec, StatsHandle, TestRun, XdpMode, enable_stats
 
 __version__ = "0.1.0"
 
@@ -88,12 +100,17 @@ __all__ = [
     "ReuseportSockArray",
     "SockHash",
     "SockMap",
+    "StatsHandle",
+    "StatsType",
+    "TestRunFlags",
     "UpdateFlags",
     "VerifierError",
     "XskMap",
+    "enable_stats",
     "load",
     "maps",
     "possible_cpus",
+    "remove_memlock_limit",
     "socket_cookie",
     "RingBuffer",
     "PerfBuffer",

@@ -16,6 +16,7 @@ import pytest
 import pybpf
 from pybpf import Map, MapFullError, MapType, PerfBuffer, RingBuffer, UserRingBuffer
 from pybpf.events import ReaderBusyError
+import probes
 from eventprogs import bpf_object, perf_output, perf_record, ringbuf_copy, ringbuf_output
 from scale import SIZE, TIME
 
@@ -428,23 +429,10 @@ def test_perfbuffer_close_takes_its_events_out_of_the_map(events: Map, no_fd_lea
 
 @pytest.fixture
 def echo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pybpf.Collection]:
-    if not _have_user_ringbuf():
-        pytest.skip("USER_RINGBUF maps needs Linux 6.1")
+    probes.skip_if(probes.map_type("USER_RINGBUF"))
     path = bpf_object(tmp_path_factory.mktemp("events"), "events.c")
     with pybpf.load(path) as loaded:
         yield loaded
-
-
-def _have_user_ringbuf() -> bool:
-    """A raw BPF_MAP_CREATE of a USER_RINGBUF (not through pybpf's Map)."""
-    from pybpf._sys.attrs import MapCreateAttr
-    from pybpf._sys.constants import Cmd
-    from pybpf._sys.syscall import bpf_errno, close_fd
-
-    fd = bpf_errno(Cmd.MAP_CREATE, MapCreateAttr(map_type=MapType.USER_RINGBUF, max_entries=PAGE))
-    if fd >= 0:
-        close_fd(fd)
-    return fd >= 0
 
 
 def test_user_ringbuffer_feeds_a_program(echo: pybpf.Collection, no_fd_leak: None) -> None:

@@ -27,6 +27,7 @@ from pybpf import AttachType, Map, MapType, NotSupportedError, Program, ProgramS
 from pybpf.asm import R0, Assembler
 from pybpf.programs import tracing
 from pybpf.programs.symbols import SymbolNotFoundError, function_offset, parse_symbol
+import probes
 from eventprogs import bpf_object, counter, records_of, reporter, uprobe_target
 from scale import TIME
 
@@ -44,8 +45,9 @@ def ring() -> Iterator[Map]:
         yield m
 
 
-def _raw_perf_link() -> bool:
-    """Raw probe: BPF_LINK_CREATE with attach type PERF_EVENT and a bad fd (EBADF: known type)."""
+def _no_perf_link() -> str | None:
+    """Raw probe: BPF_LINK_CREATE with attach type PERF_EVENT and a bad fd (EBADF: the kernel
+    knows the attach type for links); why there are no perf-event links, or None."""
     from pybpf._sys.attrs import LinkCreateAttr, ProgLoadAttr
     from pybpf._sys.constants import Cmd
     from pybpf._sys.syscall import bpf_errno, close_fd
@@ -58,7 +60,10 @@ def _raw_perf_link() -> bool:
                                                license=ctypes.addressof(license)))
     assert fd >= 0, f"cannot load a KPROBE program: errno {-fd}"
     try:
-        return bpf_errno(Cmd.LINK_CREATE, LinkCreateAttr(prog_fd=fd, target_fd=(1 << 32) - 1, attach_type=AttachType.PERF_EVENT)) == -errno.EBADF
+        got = -bpf_errno(Cmd.LINK_CREATE, LinkCreateAttr(prog_fd=fd, target_fd=(1 << 32) - 1, attach_type=AttachType.PERF_EVENT))
+        if got == errno.EBADF:
+            return None
+        return f"perf-event BPF links need Linux 5.15; this is {probes.running()} (BPF_LINK_CREATE: {errno.errorcode.get(got, got)})"
     finally:
         close_fd(fd)
 
@@ -89,8 +94,8 @@ def _raw_fentry_errno() -> int:
 
 @pytest.mark.parametrize("use_link", [True, False], ids=["link", "ioctl"])
 def test_tracepoint_events_until_detached(ring: Map, use_link: bool, no_fd_leak: None) -> None:
-    if use_link and not _raw_perf_link():
-        pytest.skip("perf-event BPF links need Linux 5.15")
+    if use_link:
+        probes.skip_if(_no_perf_link())
     me = os.getpid()
     with reporter(ring, ProgramType.TRACEPOINT, 7, pid=me, name="tp") as prog, RingBuffer(ring) as reader:
         link = tracing.attach_tracepoint(prog, "syscalls", "sys_enter_getppid", use_link=use_link)
@@ -112,8 +117,7 @@ def test_tracepoint_through_the_program_method(ring: Map) -> None:
 
 
 def test_a_pinned_tracepoint_link_outlives_its_fd(ring: Map, pin_dir: Path) -> None:
-    if not _raw_perf_link():
-        pytest.skip("perf-event BPF links need Linux 5.15")
+    probes.skip_if(_no_perf_link())
     me = os.getpid()
     with reporter(ring, ProgramType.TRACEPOINT, 2, pid=me) as prog, RingBuffer(ring) as reader:
         with prog.attach_tracepoint("syscalls", "sys_enter_getppid") as link:
@@ -189,7 +193,7 @@ def test_raw_tracepoint_sees_the_syscall_number(ring: Map, pin_dir: Path) -> Non
 @x86_only
 def test_kprobe_and_kretprobe_events(ring: Map, tmp_path: Path) -> None:
     if not KPROBE_PMU.exists():
-        pytest.skip(f"this kernel has no kprobes (CONFIG_KPROBES): {KPROBE_PMU} is missing")
+        probes.skip(f"this kernel ({probes.running()}) has no kprobes (CONFIG_KPROBES): {KPROBE_PMU} is missing")
     me = os.getpid()
     missing = tmp_path / "missing"
     with reporter(ring, ProgramType.KPROBE, pid=me, ctx_offset=PT_REGS_DI, name="entry") as entry, \
@@ -250,7 +254,7 @@ def _run_target(exe: Path, count: int, attach: object) -> tuple[int, int]:
 @x86_only
 def test_uprobe_and_uretprobe_in_a_pie_executable(ring: Map, target: tuple[Path, Path], no_fd_leak: None) -> None:
     if not UPROBE_PMU.exists():
-        pytest.skip(f"this kernel has no uprobes (CONFIG_UPROBES): {UPROBE_PMU} is missing")
+        probes.skip(f"this kernel ({probes.running()}) has no uprobes (CONFIG_UPROBES): {UPROBE_PMU} is missing")
     exe, _ = target
     links: list[pybpf.Link] = []
     with reporter(ring, ProgramType.KPROBE, ctx_offset=PT_REGS_DI, name="args") as args, \
@@ -324,7 +328,7 @@ def _fentry(ring: Map, kind: AttachType, tag: int) -> Program:
 def test_fentry_and_fexit_events(ring: Map, tmp_path: Path) -> None:
     refused = _raw_fentry_errno()
     if refused:
-        pytest.skip(f"this kernel refuses TRACING (fentry) programs with {errno.errorcode.get(refused, refused)} even with "
+        probes.skip(f"this kernel ({probes.running()}) refuses TRACING (fentry) programs with {errno.errorcode.get(refused, refused)} even with "
                     "CAP_BPF and CAP_PERFMON (BPF trampolines: lockdown, an LSM or the build)")
     me = os.getpid()
     with _fentry(ring, AttachType.TRACE_FENTRY, 4) as entry, _fentry(ring, AttachType.TRACE_FEXIT, 5) as exit_, \

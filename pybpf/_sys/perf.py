@@ -17,7 +17,7 @@ import struct
 from ctypes import c_int32, c_uint16, c_uint32, c_uint64
 
 from ..errors import BPFError, NotSupportedError, error_for
-from .syscall import _libc, get_errno
+from .libc import libc
 
 _NR_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241, "arm64": 241, "riscv64": 241, "ppc64le": 319, "s390x": 331, "armv7l": 364}
 
@@ -107,9 +107,9 @@ def _syscall() -> int:
 def perf_event_open(attr: PerfEventAttr, pid: int, cpu: int, op: str, name: str = "", group_fd: int = -1) -> int:
     """``perf_event_open(2)`` with close-on-exec; returns the event fd or raises the typed error."""
     attr.size = ctypes.sizeof(attr)
-    fd = _libc.syscall(_syscall(), ctypes.byref(attr), pid, cpu, group_fd, PERF_FLAG_FD_CLOEXEC)
+    fd = libc.syscall(_syscall(), ctypes.byref(attr), pid, cpu, group_fd, PERF_FLAG_FD_CLOEXEC)
     if fd < 0:
-        code = get_errno()
+        code = ctypes.get_errno()
         raise error_for(code, op, name, hint=_perf_hint(code))
     return int(fd)
 
@@ -117,8 +117,8 @@ def perf_event_open(attr: PerfEventAttr, pid: int, cpu: int, op: str, name: str 
 def perf_event_open_errno(attr: PerfEventAttr, pid: int, cpu: int) -> int:
     """``perf_event_open(2)``: the fd, or ``-errno`` (for callers that expect some failures)."""
     attr.size = ctypes.sizeof(attr)
-    fd = _libc.syscall(_syscall(), ctypes.byref(attr), pid, cpu, -1, PERF_FLAG_FD_CLOEXEC)
-    return int(fd) if fd >= 0 else -get_errno()
+    fd = libc.syscall(_syscall(), ctypes.byref(attr), pid, cpu, -1, PERF_FLAG_FD_CLOEXEC)
+    return int(fd) if fd >= 0 else -ctypes.get_errno()
 
 
 def _perf_hint(code: int) -> str:

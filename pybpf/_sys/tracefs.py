@@ -11,7 +11,7 @@ import re
 import threading
 
 from ..errors import BPFError, NotSupportedError, error_for
-from .syscall import _libc
+from .libc import libc
 
 DEFAULT_MOUNT = "/sys/kernel/tracing"
 """Where tracefs is mounted when it is not mounted anywhere (the kernel creates this directory)."""
@@ -55,7 +55,7 @@ def _mount(point: str) -> None:
     if not os.path.isdir(point):
         raise NotSupportedError(errno.ENOENT, "mount tracefs at", point,
                                 message="the directory does not exist: the kernel was built without CONFIG_TRACING")
-    if _libc.mount(b"tracefs", os.fsencode(point), b"tracefs", ctypes.c_ulong(0), None) != 0:
+    if libc.mount(b"tracefs", os.fsencode(point), b"tracefs", ctypes.c_ulong(0), None) != 0:
         code = ctypes.get_errno()
         if code == errno.ENODEV:
             raise NotSupportedError(code, "mount tracefs at", point, message="the kernel has no tracefs (CONFIG_TRACING)")

@@ -14,60 +14,23 @@ fd, and cannot be pinned. Which one is found by probing the kernel, not from its
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import errno
-import functools
 import os
 from collections.abc import Callable
 from typing import Any
 
-from .._fd import FdOwner
+from .. import features
+from .._fd import FdOwner, fd_of
 from .._sys import caps, commands, perf, tracefs
-from .._sys.attrs import LinkCreateAttr, RawTracepointOpenAttr
+from .._sys.attrs import LinkCreateAttr, ProgLoadAttr, RawTracepointOpenAttr
 from .._sys.constants import AttachType, Cmd, ProgramType
-from .._sys.kernel import kernel_version
+from .._sys.kernel import kernel_version, release_text
 from .._sys.syscall import bpf, bpf_errno
+from .._sys.traits import BTF_TARGETS, EVENT_SOURCES
 from ..errors import BPFError, NotSupportedError, error_for
 from .link import Link
 from .symbols import function_offset, resolve_binary
 
-
-@dataclasses.dataclass(frozen=True)
-class AttachKind:
-    """One way to attach: the program types it takes, the release that brought it, and the
-    release that brought BPF links for it (None: attached by another mechanism)."""
-
-    program_types: tuple[ProgramType, ...]
-    since: tuple[int, int]
-    link_since: tuple[int, int] | None
-    mechanism: str
-
-
-ATTACH_KINDS: dict[str, AttachKind] = {  # moves to _sys/traits.py
-    "tracepoint": AttachKind((ProgramType.TRACEPOINT,), (4, 7), (5, 15), "perf_event_open(PERF_TYPE_TRACEPOINT)"),
-    "raw_tracepoint": AttachKind((ProgramType.RAW_TRACEPOINT, ProgramType.RAW_TRACEPOINT_WRITABLE), (4, 17), (5, 7),
-                                 "BPF_RAW_TRACEPOINT_OPEN"),
-    "kprobe": AttachKind((ProgramType.KPROBE,), (4, 17), (5, 15), "the kprobe PMU (CONFIG_KPROBES)"),
-    "uprobe": AttachKind((ProgramType.KPROBE,), (4, 17), (5, 15), "the uprobe PMU (CONFIG_UPROBES)"),
-    "perf_event": AttachKind((ProgramType.PERF_EVENT, ProgramType.TRACEPOINT, ProgramType.KPROBE), (4, 9), (5, 15),
-                             "a perf event fd"),
-    "fentry": AttachKind((ProgramType.TRACING,), (5, 5), (5, 5), "BPF trampolines (ftrace direct calls)"),
-    "fexit": AttachKind((ProgramType.TRACING,), (5, 5), (5, 5), "BPF trampolines (ftrace direct calls)"),
-    "fmod_ret": AttachKind((ProgramType.TRACING,), (5, 7), (5, 7), "BPF trampolines (ftrace direct calls)"),
-    "tp_btf": AttachKind((ProgramType.TRACING,), (5, 5), (5, 5), "BTF-typed raw tracepoints"),
-    "lsm": AttachKind((ProgramType.LSM,), (5, 7), (5, 7), "BPF LSM (CONFIG_BPF_LSM, lsm=bpf)"),
-}
-"""Every tracing attach kind pybpf knows. Event maps: RINGBUF since 5.8, USER_RINGBUF since 6.1
-(``pybpf._sys.kernel.MAP_TYPE_SINCE``)."""
-
-TRACING_TARGETS: dict[AttachType, tuple[str, str]] = {  # moves to _sys/traits.py
-    AttachType.TRACE_FENTRY: ("", "FUNC"),
-    AttachType.TRACE_FEXIT: ("", "FUNC"),
-    AttachType.MODIFY_RETURN: ("", "FUNC"),
-    AttachType.TRACE_RAW_TP: ("btf_trace_", "TYPEDEF"),
-    AttachType.LSM_MAC: ("bpf_lsm_", "FUNC"),
-}
-"""BTF-typed attach types: the prefix of the vmlinux BTF name of their target and its kind."""
 
 _SECTION_TARGET_TYPES = {"fentry": AttachType.TRACE_FENTRY, "fexit": AttachType.TRACE_FEXIT,
                          "fmod_ret": AttachType.MODIFY_RETURN, "tp_btf": AttachType.TRACE_RAW_TP, "lsm": AttachType.LSM_MAC}
@@ -150,25 +113,43 @@ def _int_arg(value: Any, what: str, low: int, high: int) -> int:
 # ---- probes -----------------------------------------------------------------------------------
 
 
-@functools.cache
-def have_perf_link() -> bool:
-    """Whether ``BPF_LINK_CREATE`` takes perf events (Linux 5.15+): a bad target fd gives EBADF
-    where the kernel knows the attach type, EINVAL where it does not (cilium/ebpf's probe)."""
-    from ..asm import R0, Assembler
-    from .program import Program
-    from .spec import ProgramSpec
-
-    with Program.load(ProgramSpec(ProgramType.KPROBE, Assembler().mov64(R0, 0).exit(), name="probe_perf_link")) as probe:
-        ret = bpf_errno(Cmd.LINK_CREATE, LinkCreateAttr(prog_fd=probe.fd, target_fd=(1 << 32) - 1, attach_type=AttachType.PERF_EVENT))
+def _perf_link_probe() -> int:
+    """BPF_LINK_CREATE with attach type PERF_EVENT and a bad target fd: EBADF where the kernel
+    knows the attach type for links (5.15+), EINVAL where not (cilium/ebpf's probe); 0 or errno."""
+    code = (ctypes.c_uint64 * 2)(0xB7, 0x95)  # r0 = 0; exit
+    license = ctypes.create_string_buffer(b"GPL")
+    major, minor = kernel_version()
+    prog_fd = bpf_errno(Cmd.PROG_LOAD, ProgLoadAttr(prog_type=ProgramType.KPROBE, insn_cnt=2, insns=ctypes.addressof(code),
+                                                    license=ctypes.addressof(license), kern_version=major << 16 | minor << 8))
+    if prog_fd < 0:
+        return -prog_fd
+    try:
+        ret = bpf_errno(Cmd.LINK_CREATE, LinkCreateAttr(prog_fd=prog_fd, target_fd=(1 << 32) - 1, attach_type=AttachType.PERF_EVENT))
+    finally:
+        os.close(prog_fd)
     if ret >= 0:  # pragma: no cover - cannot happen with a bad fd
         os.close(ret)
-        return True
-    return ret == -errno.EBADF
+        return 0
+    return 0 if ret == -errno.EBADF else -ret
+
+
+def _pmu_probe(pmu: str) -> Callable[[], int]:
+    return lambda: 0 if perf.pmu_type(pmu) is not None else errno.ENOENT
+
+
+features.FEATURES["perf_link"] = features.Feature(EVENT_SOURCES["tracepoint"].link_since, _perf_link_probe, "perf-event links")
+features.FEATURES["kprobe_pmu"] = features.Feature(None, _pmu_probe("kprobe"), "kprobes (CONFIG_KPROBES)")
+features.FEATURES["uprobe_pmu"] = features.Feature(None, _pmu_probe("uprobe"), "uprobes (CONFIG_UPROBES)")
+
+
+def have_perf_link() -> bool:
+    """Whether ``BPF_LINK_CREATE`` takes perf events (Linux 5.15+), by probing."""
+    return features.have("perf_link")
 
 
 def _need_pmu(pmu: str, config: str) -> int:
     found = perf.pmu_type(pmu)
-    if found is None:
+    if found is None or not features.have(f"{pmu}_pmu"):
         raise NotSupportedError(errno.ENOENT, f"attach {pmu}",
                                 message=f"this kernel has no {pmu} PMU ({perf.PMU_DEVICES}/{pmu} is missing): it was built "
                                         f"without {config}")
@@ -179,7 +160,7 @@ def _check_type(prog: Any, kind: str, how: str) -> None:
     if not hasattr(prog, "fd") or not hasattr(prog, "type"):
         raise TypeError(f"{how} needs a Program, not {prog!r}")
     prog.fd  # noqa: B018 - a closed program raises ValueError here, before any syscall
-    allowed = ATTACH_KINDS[kind].program_types
+    allowed = EVENT_SOURCES[kind].program_types
     if prog.type not in allowed:
         got = getattr(prog.type, "name", prog.type)
         raise ValueError(f"{how} takes {' or '.join(t.name for t in allowed)} programs; {prog.name or 'this program'!r} is {got}")
@@ -291,9 +272,9 @@ def attach_perf_event(prog: Any, event: Any, *, use_link: bool | None = None) ->
     """Attach a program to a perf event (a ``PerfEvent`` or an event fd, not taken over: with the
     ``PERF_EVENT_IOC_SET_BPF`` fallback the program stays attached while any fd of it is open)."""
     _check_type(prog, "perf_event", "attach_perf_event")
-    fd = event if isinstance(event, int) and not isinstance(event, bool) else getattr(event, "fd", None)
-    if not isinstance(fd, int) or fd < 0:
+    if isinstance(event, str):
         raise TypeError(f"event must be a PerfEvent or a perf event fd, not {event!r}")
+    fd = fd_of(event, "event (a PerfEvent or a perf event fd)")
     return _attach_event(prog, fd, getattr(event, "name", f"perf event fd {fd}"), use_link, owned=False)
 
 
@@ -347,7 +328,7 @@ def attach_btf_id(spec: Any) -> int:
     """The vmlinux BTF id of a BTF-typed program's target, from ``spec.attach_to`` or its section
     (``fentry/do_unlinkat``); 0 when the program type needs none."""
     kind = spec.expected_attach_type
-    if spec.type not in (ProgramType.TRACING, ProgramType.LSM) or kind not in TRACING_TARGETS:
+    if spec.type not in (ProgramType.TRACING, ProgramType.LSM) or kind not in BTF_TARGETS:
         return 0
     target = getattr(spec, "attach_to", "") or _section_target(getattr(spec, "section", ""))
     if not target:
@@ -355,7 +336,7 @@ def attach_btf_id(spec: Any) -> int:
                          "tracepoint) it attaches to")
     from ..btf import Kind, vmlinux
 
-    prefix, kind_name = TRACING_TARGETS[AttachType(kind)]
+    prefix, kind_name = BTF_TARGETS[AttachType(kind)]
     try:
         found = vmlinux().find(prefix + target, Kind[kind_name])
     except OSError as err:
@@ -377,12 +358,13 @@ def explain_tracing_refusal(code: int, spec: Any) -> BPFError | None:
     CAP_PERFMON: a NotSupportedError saying the kernel refuses tracing programs; else None."""
     if code != errno.EPERM or spec.type not in (ProgramType.TRACING, ProgramType.LSM):
         return None
-    if not (caps.has_capability(caps.CAP_BPF) and caps.has_capability(caps.CAP_PERFMON)) and not caps.has_capability(caps.CAP_SYS_ADMIN):
+    if not (caps.has(caps.CAP_BPF) and caps.has(caps.CAP_PERFMON)) and not caps.has(caps.CAP_SYS_ADMIN):
         return None
-    release = "%d.%d" % kernel_version()
+    release = release_text(kernel_version())
+    held = "CAP_BPF and CAP_PERFMON" if caps.has(caps.CAP_BPF) and caps.has(caps.CAP_PERFMON) else ", ".join(caps.names())
     return NotSupportedError(code, "load program", spec.name, message=(
-        f"this kernel ({release}) refuses {getattr(spec.type, 'name', spec.type)} programs although the process has CAP_BPF "
-        "and CAP_PERFMON (checked with capget): kernel lockdown, an LSM, or a build without BPF trampolines "
+        f"this kernel ({release}) refuses {getattr(spec.type, 'name', spec.type)} programs although the process has "
+        f"{held} (checked with capget): kernel lockdown, an LSM, or a build without BPF trampolines "
         "(CONFIG_FUNCTION_TRACER, DYNAMIC_FTRACE_WITH_DIRECT_CALLS)"), hint="use a kprobe or a tracepoint instead")
 
 
