@@ -13,6 +13,7 @@ import ctypes
 import errno
 import os
 import platform
+import struct
 import subprocess
 import tempfile
 import time
@@ -45,48 +46,45 @@ def ring() -> Iterator[Map]:
         yield m
 
 
+_EXIT_0 = struct.pack("=BBhiBBhi", 0xB7, 0, 0, 0, 0x95, 0, 0, 0)  # r0 = 0; exit
+
+
+def _raw_load(prog_type: int, attach_type: int = 0, btf_id: int = 0) -> tuple[int, int]:
+    """Raw BPF_PROG_LOAD of ``r0 = 0; exit`` (struct packed here): ``(fd, errno)``."""
+    insns, lic = ctypes.create_string_buffer(_EXIT_0, len(_EXIT_0)), ctypes.create_string_buffer(b"GPL")
+    attr = bytearray(128)
+    struct.pack_into("=IIQQ", attr, 0, prog_type, 2, ctypes.addressof(insns), ctypes.addressof(lic))
+    struct.pack_into("=I", attr, 68, attach_type)  # expected_attach_type
+    struct.pack_into("=I", attr, 108, btf_id)  # attach_btf_id
+    return probes._bpf(5, bytes(attr))
+
+
 def _no_perf_link() -> str | None:
     """Raw probe: BPF_LINK_CREATE with attach type PERF_EVENT and a bad fd (EBADF: the kernel
     knows the attach type for links); why there are no perf-event links, or None."""
-    from pybpf._sys.attrs import LinkCreateAttr, ProgLoadAttr
-    from pybpf._sys.constants import Cmd
-    from pybpf._sys.syscall import bpf_errno, close_fd
-    import ctypes
-
-    code = bytes.fromhex("b700000000000000" "9500000000000000")  # r0 = 0; exit
-    insns = ctypes.create_string_buffer(code, len(code))
-    license = ctypes.create_string_buffer(b"GPL")
-    fd = bpf_errno(Cmd.PROG_LOAD, ProgLoadAttr(prog_type=ProgramType.KPROBE, insn_cnt=2, insns=ctypes.addressof(insns),
-                                               license=ctypes.addressof(license)))
-    assert fd >= 0, f"cannot load a KPROBE program: errno {-fd}"
+    fd, code = _raw_load(ProgramType.KPROBE)
+    assert fd >= 0, f"cannot load a KPROBE program: errno {code}"
     try:
-        got = -bpf_errno(Cmd.LINK_CREATE, LinkCreateAttr(prog_fd=fd, target_fd=(1 << 32) - 1, attach_type=AttachType.PERF_EVENT))
+        link, got = probes._bpf(28, struct.pack("=III", fd, (1 << 32) - 1, AttachType.PERF_EVENT) + bytes(52))
+        if link >= 0:
+            os.close(link)
         if got == errno.EBADF:
             return None
         return f"perf-event BPF links need Linux 5.15; this is {probes.running()} (BPF_LINK_CREATE: {errno.errorcode.get(got, got)})"
     finally:
-        close_fd(fd)
+        os.close(fd)
 
 
 def _raw_fentry_errno() -> int:
     """Raw probe: 0 if the kernel loads an fentry program on do_unlinkat, else the errno."""
-    from pybpf._sys.attrs import ProgLoadAttr
-    from pybpf._sys.constants import Cmd
-    from pybpf._sys.syscall import bpf_errno, close_fd
     from pybpf.btf import Kind, vmlinux
-    import ctypes
 
     (target,) = vmlinux().find("do_unlinkat", Kind.FUNC)
-    code = bytes.fromhex("b700000000000000" "9500000000000000")
-    insns = ctypes.create_string_buffer(code, len(code))
-    license = ctypes.create_string_buffer(b"GPL")
-    fd = bpf_errno(Cmd.PROG_LOAD, ProgLoadAttr(prog_type=ProgramType.TRACING, insn_cnt=2, insns=ctypes.addressof(insns),
-                                               license=ctypes.addressof(license), expected_attach_type=AttachType.TRACE_FENTRY,
-                                               attach_btf_id=target.id))
+    fd, code = _raw_load(ProgramType.TRACING, AttachType.TRACE_FENTRY, target.id)
     if fd >= 0:
-        close_fd(fd)
+        os.close(fd)
         return 0
-    return -fd
+    return code
 
 
 # ---- tracepoints --------------------------------------------------------------------------------
