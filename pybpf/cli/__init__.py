@@ -9,6 +9,7 @@ import sys
 from .. import BPFError
 from . import btf, maps, progs, proxy, xsk
 from . import reuseport as reuseport_cli
+from . import events, execsnoop
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -19,6 +20,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    events.register()
     parser = argparse.ArgumentParser(prog="pybpf", description="eBPF maps, socket maps and AF_XDP from Python")
     parser.add_argument("--json", "-j", action="store_true", help="JSON output shaped like bpftool's")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -30,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     btf.add_parser(sub)
     xsk.add_parser(sub)
     reuseport_cli.add_parser(sub)
+    execsnoop.add_parser(sub)
     return parser
 
 

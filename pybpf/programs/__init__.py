@@ -21,21 +21,26 @@ from .ready import (
 )
 from .spec import ProgramSpec
 from .stats import StatsHandle, enable_stats
+from .tracing import PerfEvent, PerfEventLink, attach_cpu_clock, section_attach, tracepoint_fields
 
 __all__ = [
     "Link",
     "LinkInfo",
+    "PerfEvent",
+    "PerfEventLink",
     "Program",
     "ProgramInfo",
     "ProgramSpec",
     "StatsHandle",
     "TestRun",
     "XdpMode",
+    "attach_cpu_clock",
     "enable_stats",
     "loaded_programs",
     "query",
     "reuseport_hash",
     "reuseport_select",
+    "section_attach",
     "sk_msg_drop",
     "sk_msg_pass",
     "sk_msg_redirect",
@@ -45,5 +50,6 @@ __all__ = [
     "sk_skb_redirect",
     "splice_pair",
     "splice_verdict",
+    "tracepoint_fields",
     "xsk_redirect",
 ]

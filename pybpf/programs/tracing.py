@@ -295,6 +295,12 @@ def attach_cpu_clock(prog: Any, frequency: int = 99, cpus: list[int] | None = No
     return links
 
 
+def tracepoint_fields(category: str, name: str) -> dict[str, tracefs.Field]:
+    """The fields of tracepoint ``category:name``'s record (offset, size, signedness) by name, from
+    tracefs: what a TRACEPOINT program reads from its context."""
+    return tracefs.tracepoint_fields(category, name)
+
+
 # ---- raw tracepoints and BTF-typed tracing -------------------------------------------------------
 
 
