@@ -15,7 +15,7 @@ import dataclasses
 import time
 from typing import Any
 
-from ..asm import DW, FP, R0, R1, R2, R3, R4, R6, R7, R8, R9, W, Assembler, Helper
+from ..asm import DW, FP, R0, R1, R2, R3, R4, R6, R7, R8, R9, W, Assembler
 from ..btf import Kind, Struct, vmlinux
 from ..events import RingBuffer
 from ..map import Map
@@ -78,36 +78,36 @@ def _enter_program(scratch: Map, execs: Map, max_args: int) -> Program:
     real_parent, tgid = _member_offset("task_struct", "real_parent"), _member_offset("task_struct", "tgid")
     a = Assembler()
     a.mov64(R6, R1)
-    a.call(Helper.get_current_pid_tgid).mov64(R7, R0).stx(W, FP, R0, -4)
-    a.st(W, FP, -8, 0).ld_map_fd(R1, scratch).mov64(R2, FP).add64(R2, -8).call(Helper.map_lookup_elem)
+    a.call("get_current_pid_tgid").mov64(R7, R0).stx(W, FP, R0, -4)
+    a.st(W, FP, -8, 0).ld_map_fd(R1, scratch).mov64(R2, FP).add64(R2, -8).call("map_lookup_elem")
     a.jeq(R0, 0, "out").mov64(R8, R0)
     a.mov64(R1, R7).rsh64(R1, 32).stx(W, R8, R1, 0)
-    a.call(Helper.get_current_uid_gid).stx(W, R8, R0, 8)
+    a.call("get_current_uid_gid").stx(W, R8, R0, 8)
     a.st(DW, R8, 16, 0)
     # parent pid: current->real_parent->tgid, read with probe_read_kernel
     a.st(DW, FP, -16, 0)
-    a.call(Helper.get_current_task).mov64(R3, R0).add64(R3, real_parent)
-    a.mov64(R1, FP).add64(R1, -16).mov64(R2, 8).call(Helper.probe_read_kernel)
+    a.call("get_current_task").mov64(R3, R0).add64(R3, real_parent)
+    a.mov64(R1, FP).add64(R1, -16).mov64(R2, 8).call("probe_read_kernel")
     a.ldx(DW, R3, FP, -16).st(DW, FP, -16, 0).jeq(R3, 0, "no_parent").add64(R3, tgid)
-    a.mov64(R1, FP).add64(R1, -16).mov64(R2, 4).call(Helper.probe_read_kernel)
+    a.mov64(R1, FP).add64(R1, -16).mov64(R2, 4).call("probe_read_kernel")
     a.label("no_parent").ldx(W, R1, FP, -16).stx(W, R8, R1, 4)
     # the file name, then argv[1..]: NUL-terminated strings one after another
     a.mov64(R9, 0)
-    a.mov64(R1, R8).add64(R1, _HEAD).mov64(R2, ARG_SIZE).ldx(DW, R3, R6, filename).call(Helper.probe_read_user_str)
+    a.mov64(R1, R8).add64(R1, _HEAD).mov64(R2, ARG_SIZE).ldx(DW, R3, R6, filename).call("probe_read_user_str")
     a.jsle(R0, 0, "args_done").add64(R9, R0)
     for i in range(1, max_args):
         a.jge(R9, ARGS_SPACE, "truncated")
-        a.ldx(DW, R3, R6, argv).add64(R3, 8 * i).mov64(R1, FP).add64(R1, -24).mov64(R2, 8).call(Helper.probe_read_user)
+        a.ldx(DW, R3, R6, argv).add64(R3, 8 * i).mov64(R1, FP).add64(R1, -24).mov64(R2, 8).call("probe_read_user")
         a.jne(R0, 0, "args_done").ldx(DW, R3, FP, -24).jeq(R3, 0, "args_done")
         a.mov64(R1, R9).and64(R1, ARGS_SPACE - 1).add64(R1, R8).add64(R1, _HEAD).mov64(R2, ARG_SIZE)
-        a.call(Helper.probe_read_user_str)
+        a.call("probe_read_user_str")
         a.jsle(R0, 0, "args_done").add64(R9, R0)
     a.jge(R9, ARGS_SPACE, "truncated").ldx(DW, R3, R6, argv).add64(R3, 8 * max_args)
-    a.mov64(R1, FP).add64(R1, -24).mov64(R2, 8).call(Helper.probe_read_user)
+    a.mov64(R1, FP).add64(R1, -24).mov64(R2, 8).call("probe_read_user")
     a.jne(R0, 0, "args_done").ldx(DW, R3, FP, -24).jeq(R3, 0, "args_done")
     a.label("truncated").add64(R9, ARGS_SPACE + ARG_SIZE)  # arguments were left out: a marker above any length
     a.label("args_done").stx(W, R8, R9, 12)
-    a.ld_map_fd(R1, execs).mov64(R2, FP).add64(R2, -4).mov64(R3, R8).mov64(R4, 0).call(Helper.map_update_elem)
+    a.ld_map_fd(R1, execs).mov64(R2, FP).add64(R2, -4).mov64(R3, R8).mov64(R4, 0).call("map_update_elem")
     a.label("out").mov64(R0, 0).exit()
     return Program.load(ProgramSpec(ProgramType.TRACEPOINT, a, name="execsnoop_in"))
 
@@ -116,13 +116,13 @@ def _exit_program(execs: Map, events: Map) -> Program:
     ret = tracepoint_fields("syscalls", "sys_exit_execve")["ret"].offset
     a = Assembler()
     a.mov64(R6, R1)
-    a.call(Helper.get_current_pid_tgid).stx(W, FP, R0, -4)
-    a.ld_map_fd(R1, execs).mov64(R2, FP).add64(R2, -4).call(Helper.map_lookup_elem)
+    a.call("get_current_pid_tgid").stx(W, FP, R0, -4)
+    a.ld_map_fd(R1, execs).mov64(R2, FP).add64(R2, -4).call("map_lookup_elem")
     a.jeq(R0, 0, "out").mov64(R7, R0)
     a.ldx(DW, R1, R6, ret).stx(DW, R7, R1, 16)
-    a.mov64(R1, R7).add64(R1, 24).mov64(R2, 16).call(Helper.get_current_comm)
-    a.ld_map_fd(R1, events).mov64(R2, R7).mov64(R3, ctypes.sizeof(_Event)).mov64(R4, 0).call(Helper.ringbuf_output)
-    a.ld_map_fd(R1, execs).mov64(R2, FP).add64(R2, -4).call(Helper.map_delete_elem)
+    a.mov64(R1, R7).add64(R1, 24).mov64(R2, 16).call("get_current_comm")
+    a.ld_map_fd(R1, events).mov64(R2, R7).mov64(R3, ctypes.sizeof(_Event)).mov64(R4, 0).call("ringbuf_output")
+    a.ld_map_fd(R1, execs).mov64(R2, FP).add64(R2, -4).call("map_delete_elem")
     a.label("out").mov64(R0, 0).exit()
     return Program.load(ProgramSpec(ProgramType.TRACEPOINT, a, name="execsnoop_exit"))
 
@@ -161,7 +161,7 @@ class ExecSnoop:
 
     def fileno(self) -> int:
         """Readable when execs are waiting (for selectors)."""
-        return self._reader.fileno()
+        return int(self._reader.fileno())
 
     def __iter__(self) -> Any:
         while True:

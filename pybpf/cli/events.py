@@ -9,15 +9,15 @@ import json
 import time
 from typing import Any
 
-from .. import Map, MapType, PerfBuffer, RingBuffer
+from .. import Map, MapType
+from ..events import PerfBuffer, RingBuffer
 from . import maps
 from .maps import UsageError, _int, _open_one, _take
 
 
 def _formatter(m: Map, name: str) -> Any:
     """A function formatting a record as BTF type ``name`` says (the map's BTF first, then vmlinux)."""
-    from .. import BtfHandle
-    from ..btf import vmlinux
+    from ..btf import BtfHandle, vmlinux
     from ..btf.values import format_value
 
     kind, _, bare = name.rpartition(" ")

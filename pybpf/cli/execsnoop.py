@@ -40,7 +40,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``pybpf execsnoop``."""
     parser = sub.add_parser("execsnoop", help="trace new processes (execve), as bcc's execsnoop",
                             description="Every execve on the system: command, pid, parent pid, result, arguments. "

@@ -42,9 +42,10 @@ def map_fd_and_info(bpf_map: Any, want: tuple[MapType, ...], reader: str) -> tup
     else:
         if getattr(bpf_map, "closed", False):
             raise ValueError(f"{reader}: the map {getattr(bpf_map, 'name', '')!r} is closed")
-        fd = getattr(bpf_map, "fd", None)
-        if not isinstance(fd, int) or isinstance(fd, bool):
+        found: Any = getattr(bpf_map, "fd", None)
+        if not isinstance(found, int) or isinstance(found, bool):
             raise TypeError(f"{reader}: map must be a Map or a map fd, not {bpf_map!r}")
+        fd = found
     if fd < 0:
         raise ValueError(f"{reader}: {fd} is not an fd")
     try:

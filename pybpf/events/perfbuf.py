@@ -179,7 +179,12 @@ class PerfBuffer(Iterable[Any], Closing):
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {callback!r}")
         wait = check_timeout(timeout)
-        deliver = callback if self._decode is None else (lambda view, d=self._decode: callback(d(view)))
+        decode = self._decode
+        if decode is None:
+            deliver = callback
+        else:
+            def deliver(view: Any) -> object:
+                return callback(decode(view))
         self._guard.enter()
         try:
             deadline = None if wait < 0 else time.monotonic() + wait
@@ -294,7 +299,7 @@ def _update(map_fd: int, cpu: int, event_fd: int, name: str) -> None:
         try:
             target.update(cpu, event_fd)
         except BPFError as err:
-            raise error_for(err.errno, f"store the event of CPU {cpu} in", name) from None
+            raise error_for(err.errno or errno.EIO, f"store the event of CPU {cpu} in", name) from None
 
 
 def _delete(map_fd: int, cpu: int) -> None:

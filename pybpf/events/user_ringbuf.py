@@ -76,8 +76,9 @@ class UserRingBuffer(Closing):
     # ---- producing --------------------------------------------------------------------------
 
     def free(self) -> int:
-        """Bytes the kernel has not yet drained subtracted from the ring's size (headers count)."""
-        return self.size - (self._prod_word[0] - self._cons_word[0])
+        """Bytes free in the ring now (each record also takes an 8-byte header and padding to 8)."""
+        used: int = self._prod_word[0] - self._cons_word[0]
+        return int(self.size) - used
 
     def reserve(self, size: int) -> memoryview:
         """Reserve a record of ``size`` bytes and return it to fill (writable); then ``commit()``

@@ -205,7 +205,7 @@ def _explain_attach(err: BPFError, prog: Any, name: str) -> BPFError:
         got = getattr(prog.type, "name", prog.type)
         return BPFError(code, "attach program to", name, message=f"the kernel refused a {got} program for this event "
                         "(a tracepoint takes TRACEPOINT programs, kprobes and uprobes KPROBE ones, sampling events PERF_EVENT ones)")
-    return error_for(code, "attach program to", name)
+    return error_for(code or errno.EIO, "attach program to", name)
 
 
 def attach_tracepoint(prog: Any, category: str, name: str, *, use_link: bool | None = None) -> Link:
@@ -249,10 +249,10 @@ def attach_uprobe(prog: Any, path: str | os.PathLike[str], symbol: str | int, re
     if pid is not None:
         _int_arg(pid, "pid", 1, 1 << 31)
     binary = resolve_binary(path)
-    if isinstance(symbol, int) and not isinstance(symbol, bool):
-        offset = _int_arg(symbol, "symbol offset", 0, 1 << 63)
-    else:
+    if isinstance(symbol, str):
         offset = function_offset(binary, symbol)
+    else:
+        offset = _int_arg(symbol, "symbol offset", 0, 1 << 63)
     where = f"{'uretprobe' if retprobe else 'uprobe'} {binary}:{symbol}" + (f" pid {pid}" if pid else "")
     pmu = _need_pmu("uprobe", "CONFIG_UPROBES")
     encoded = ctypes.create_string_buffer(os.fsencode(binary))
