@@ -127,3 +127,24 @@ def test_event_pipe_errors(pin_dir: Path) -> None:
         assert shown.returncode == 1 and "event_pipe reads PERF_EVENT_ARRAY and RINGBUF maps, not ARRAY" in shown.stderr
         shown = pybpf("map", "event_pipe", "pinned", str(pin_dir / "array"), "bogus", "1")
         assert shown.returncode == 1 and "unknown option 'bogus'" in shown.stderr
+
+
+def test_perf_list_matches_bpftool(tmp_path: Path) -> None:
+    import shutil
+
+    from pybpf import ProgramType
+    from eventprogs import reporter
+
+    bpftool = shutil.which("bpftool") or "/usr/sbin/bpftool"
+    me = os.getpid()
+    with Map.create(type=MapType.RINGBUF, max_entries=4096) as ring, reporter(ring, ProgramType.TRACEPOINT) as tp, \
+            reporter(ring, ProgramType.KPROBE) as probe, reporter(ring, ProgramType.RAW_TRACEPOINT) as raw:
+        with tp.attach_tracepoint("syscalls", "sys_enter_getppid"), probe.attach_uprobe("libc.so.6", "getpid", pid=me), \
+                probe.attach_uprobe("libc.so.6", "getpid", retprobe=True, pid=me), raw.attach_raw_tracepoint("sys_enter"):
+            ours = [r for r in json.loads(pybpf("--json", "perf", "list").stdout) if r["pid"] == me]
+            theirs = json.loads(subprocess.run([bpftool, "--json", "perf", "list"], capture_output=True, text=True, check=True).stdout)
+            assert ours == [r for r in theirs if r["pid"] == me]
+            assert sorted(r["fd_type"] for r in ours) == ["raw_tracepoint", "tracepoint", "uprobe", "uretprobe"]
+            text = pybpf("perf", "list").stdout
+            assert f"pid {me}  fd {ours[0]['fd']}: prog_id {ours[0]['prog_id']}  " in text
+        assert not [r for r in json.loads(pybpf("--json", "perf", "list").stdout) if r["pid"] == me]

@@ -199,6 +199,25 @@ def possible_cpu_list() -> list[int]:
     return possible_cpus_of("/sys/devices/system/cpu/possible")
 
 
+FD_TYPES = ("raw_tracepoint", "tracepoint", "kprobe", "kretprobe", "uprobe", "uretprobe")
+"""``enum bpf_task_fd_type``, as bpftool names them."""
+
+
+def task_fd_query(pid: int, fd: int) -> tuple[int, str, str, int, int] | None:
+    """``BPF_TASK_FD_QUERY``: ``(prog_id, fd type, name, probe offset, probe address)`` of process
+    ``pid``'s fd ``fd`` when it is a perf event or raw tracepoint with a program; else None."""
+    from .attrs import TaskFdQueryAttr
+    from .constants import Cmd
+    from .syscall import bpf_errno
+
+    buf = ctypes.create_string_buffer(4096)
+    attr = TaskFdQueryAttr(pid=pid, fd=fd, buf_len=len(buf), buf=ctypes.addressof(buf))
+    if bpf_errno(Cmd.TASK_FD_QUERY, attr) < 0:
+        return None
+    kind = FD_TYPES[attr.fd_type] if attr.fd_type < len(FD_TYPES) else f"type {attr.fd_type}"
+    return attr.prog_id, kind, buf.value.decode(errors="replace"), attr.probe_offset, attr.probe_addr
+
+
 def close_quietly(fd: int) -> None:
     """Close an fd on an error path."""
     try:

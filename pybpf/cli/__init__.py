@@ -33,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     xsk.add_parser(sub)
     reuseport_cli.add_parser(sub)
     execsnoop.add_parser(sub)
+    events.add_perf_parser(sub)
     return parser
 
 

@@ -106,3 +106,35 @@ def _print_lost(as_json: bool, count: int) -> None:
 def register() -> None:
     """Add ``event_pipe`` to ``pybpf map``'s verbs."""
     maps.VERBS["event_pipe"] = _cmd_event_pipe
+
+
+def _perf_list(args: argparse.Namespace) -> int:
+    """``pybpf perf list``: bpftool's ``perf list``, the programs processes attached through perf
+    events and raw tracepoints."""
+    from ..programs import perf_attachments
+
+    records = []
+    for a in perf_attachments():
+        record: dict[str, Any] = {"pid": a.pid, "fd": a.fd, "prog_id": a.prog_id, "fd_type": a.fd_type}
+        if a.fd_type in ("raw_tracepoint", "tracepoint"):
+            record["tracepoint"] = a.name
+        elif a.fd_type in ("kprobe", "kretprobe"):
+            record.update({"func": a.name, "offset": a.offset} if a.name else {"addr": a.addr})
+        else:
+            record.update({"filename": a.name, "offset": a.offset})
+        records.append(record)
+    if args.json:
+        print(json.dumps(records, separators=(",", ":")))
+        return 0
+    for r in records:
+        where = "  ".join(f"{key} {r[key]:#x}" if key == "addr" else f"{key} {r[key]}"
+                          for key in ("func", "filename", "offset", "addr") if key in r)
+        print(f"pid {r['pid']}  fd {r['fd']}: prog_id {r['prog_id']}  {r['fd_type']}  {r.get('tracepoint', where)}")
+    return 0
+
+
+def add_perf_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``pybpf perf list|show``."""
+    parser = sub.add_parser("perf", help="programs attached through perf events and raw tracepoints (bpftool's 'perf list')")
+    parser.add_argument("verb", choices=["list", "show"])
+    parser.set_defaults(func=_perf_list)

@@ -21,13 +21,24 @@ from .ready import (
 )
 from .spec import ProgramSpec
 from .stats import StatsHandle, enable_stats
-from .tracing import PerfEvent, PerfEventLink, attach_cpu_clock, section_attach, tracepoint_fields
+from .tracing import (
+    PerfAttachment,
+    PerfEvent,
+    PerfEventLink,
+    PerfLink,
+    attach_cpu_clock,
+    perf_attachments,
+    section_attach,
+    tracepoint_fields,
+)
 
 __all__ = [
     "Link",
     "LinkInfo",
+    "PerfAttachment",
     "PerfEvent",
     "PerfEventLink",
+    "PerfLink",
     "Program",
     "ProgramInfo",
     "ProgramSpec",
@@ -37,6 +48,7 @@ __all__ = [
     "attach_cpu_clock",
     "enable_stats",
     "loaded_programs",
+    "perf_attachments",
     "query",
     "reuseport_hash",
     "reuseport_select",

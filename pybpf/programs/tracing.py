@@ -14,9 +14,10 @@ fd, and cannot be pinned. Which one is found by probing the kernel, not from its
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import errno
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .. import features
@@ -69,6 +70,21 @@ class PerfEventLink(Link):
 
     def __repr__(self) -> str:
         return f"<PerfEventLink {self.name!r} {'closed' if self.closed else f'fd={self._fd}'}>"
+
+
+class PerfLink(Link):
+    """A BPF link of a perf event (Linux 5.15+) that also keeps the event's fd, as libbpf does, so
+    ``bpftool perf`` and ``pybpf perf list`` show the attachment; ``close()`` closes both."""
+
+    def __init__(self, fd: int, name: str, event: PerfEvent) -> None:
+        """Own the link fd and ``event``."""
+        super().__init__(fd, name)
+        self.event = event
+
+    def close(self) -> None:
+        """Detach (unless pinned) and close the event. Idempotent."""
+        super().close()
+        self.event.close()
 
 
 class PerfEvent(FdOwner):
@@ -179,9 +195,9 @@ def _attach_event(prog: Any, event_fd: int, name: str, use_link: bool | None, ow
                 link_fd = commands.link_create(prog.fd, event_fd, AttachType.PERF_EVENT, name=prog.name)
             except BPFError as err:
                 raise _explain_attach(err, prog, name) from None
-            if owned:
-                os.close(event_fd)
-            return Link(link_fd, name)
+            if not owned:
+                return Link(link_fd, name)
+            return PerfLink(link_fd, name, PerfEvent(event_fd, name))
         fd = event_fd if owned else os.dup(event_fd)
         made = PerfEventLink(fd, name)
         try:
@@ -293,6 +309,42 @@ def attach_cpu_clock(prog: Any, frequency: int = 99, cpus: list[int] | None = No
             link.close()
         raise
     return links
+
+
+@dataclasses.dataclass(frozen=True)
+class PerfAttachment:
+    """A program a process has attached through a perf event or raw tracepoint fd, as
+    ``bpftool perf`` lists it: ``name`` is the tracepoint, kernel function or file."""
+
+    pid: int
+    fd: int
+    prog_id: int
+    fd_type: str
+    name: str
+    offset: int
+    addr: int
+
+
+def perf_attachments() -> Iterator[PerfAttachment]:
+    """Every perf-event and raw-tracepoint attachment held by a process on the system (each
+    process's fds asked with ``BPF_TASK_FD_QUERY``, as ``bpftool perf list``)."""
+    for entry in sorted(os.listdir("/proc"), key=lambda e: (len(e), e)):
+        if not entry.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry}/fd")
+        except OSError:
+            continue
+        for fd in sorted(fds, key=int):
+            try:
+                target = os.readlink(f"/proc/{entry}/fd/{fd}")
+            except OSError:
+                continue
+            if target not in ("anon_inode:[perf_event]", "anon_inode:bpf_link"):
+                continue
+            found = perf.task_fd_query(int(entry), int(fd))
+            if found is not None:
+                yield PerfAttachment(int(entry), int(fd), *found)
 
 
 def tracepoint_fields(category: str, name: str) -> dict[str, tracefs.Field]:
