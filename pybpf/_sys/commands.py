@@ -67,10 +67,11 @@ def obj_pin(fd: int, path: str, what: str = "object") -> None:
         raise _pin_error(err, place) from None
 
 
-def obj_get(path: str, file_flags: int = 0, what: str = "object") -> int:
-    """``BPF_OBJ_GET``: open a pinned object without following symlinks; returns a new fd."""
+def obj_get(path: str, file_flags: int = 0, what: str = "object", owned: bool = False) -> int:
+    """``BPF_OBJ_GET``: open a pinned object without following symlinks (``owned``: only one that
+    belongs to this user or root); returns a new fd."""
     try:
-        with bpffs.opened(path) as name:
+        with bpffs.opened(path, owned=owned) as name:
             return _obj_get(name, os.fspath(path), file_flags, what)
     except FileNotFoundError:
         raise error_for(errno.ENOENT, f"open pinned {what}", os.fspath(path)) from None

@@ -139,10 +139,16 @@ class Map(FdOwner, MutableMapping):
         return cls._from_owned_fd(os.dup(fd), readonly=readonly, key=key, value=value)
 
     @classmethod
-    def from_pin(cls, path: str | os.PathLike[str], readonly: bool = False, *, key: Any = None, value: Any = None) -> Map:
-        """Open a map pinned in bpffs; ``readonly`` opens it with ``BPF_F_RDONLY``."""
+    def from_pin(cls, path: str | os.PathLike[str], readonly: bool = False, *, key: Any = None, value: Any = None,
+                 owner_only: bool = False) -> Map:
+        """Open a map pinned in bpffs; ``readonly`` opens it with ``BPF_F_RDONLY``.
+
+        A symlink, or a directory on the way that another user controls, is refused
+        (``pybpf.pins``); ``owner_only`` also refuses a pin that belongs to another user (not root),
+        for reusing pins by name in a shared directory.
+        """
         flags = FileFlags.RDONLY if readonly else 0
-        fd = commands.obj_get(os.fspath(path), flags, what="map")
+        fd = commands.obj_get(os.fspath(path), flags, what="map", owned=owner_only)
         return cls._from_owned_fd(fd, readonly=readonly, key=key, value=value)
 
     @classmethod

@@ -24,10 +24,11 @@ _POINTER_CODES = frozenset("zZPO")  # c_char_p, c_wchar_p, c_void_p, py_object
 def type_size(ctype: Any, field: str) -> int:
     """The size of a ctypes type given as ``key``/``value``; TypeError naming the field for anything
     else, and for pointer types (a pointer read back from a map would crash the interpreter)."""
+    pointer = _pointer_in(ctype)
+    if pointer:
+        raise TypeError(f"MapSpec.{field}: {getattr(ctype, '__name__', ctype)} is or holds a pointer ({pointer}); "
+                        "maps hold plain data")
     if isinstance(ctype, type) and issubclass(ctype, ctypes._SimpleCData | ctypes.Structure | ctypes.Union | ctypes.Array):
-        pointer = _pointer_in(ctype)
-        if pointer:
-            raise TypeError(f"MapSpec.{field}: {ctype.__name__} holds a pointer ({pointer}); maps hold plain data")
         return ctypes.sizeof(ctype)
     raise TypeError(f"MapSpec.{field} must be a ctypes type (c_uint32, a Structure, ...), not {ctype!r}")
 
