@@ -230,11 +230,33 @@ def test_a_second_thread_gets_a_clear_error(ring: Map) -> None:
             time.sleep(0.05)
             with pytest.raises(ReaderBusyError, match="another thread"):
                 reader.poll(0)
-            with pytest.raises(pybpf.BPFError, match="another thread"):
-                reader.close()
+            with pytest.raises(ReaderBusyError, match="another thread"):
+                reader.consume(lambda v: None)
         finally:
             blocked.join()
         assert reader.poll(0) == []  # usable again once the other thread is done
+
+
+@pytest.mark.parametrize("kind", ["ring", "perf"])
+def test_close_wakes_a_thread_blocked_in_the_reader(ring: Map, events: Map, kind: str, no_fd_leak: None) -> None:
+    reader: RingBuffer | PerfBuffer = RingBuffer(ring) if kind == "ring" else PerfBuffer(events)
+    got: list[object] = []
+    worker = threading.Thread(target=lambda: got.extend(reader))  # iterates until closed
+    worker.start()
+    time.sleep(0.05)
+    start = time.monotonic()
+    reader.close()
+    worker.join(5 * TIME)
+    assert not worker.is_alive() and got == [] and time.monotonic() - start < 5 * TIME
+    assert reader.closed
+
+
+def test_close_from_inside_a_callback_is_refused(ring: Map) -> None:
+    with ringbuf_copy(ring, 16) as prog, RingBuffer(ring) as reader:
+        prog.test_run(payload(1, 16))
+        with pytest.raises(RuntimeError, match="from inside its own callback"):
+            reader.consume(lambda v: reader.close())
+        assert not reader.closed
 
 
 def test_a_forked_child_does_not_consume_its_parents_records(ring: Map) -> None:

@@ -61,17 +61,24 @@ def map_fd_and_info(bpf_map: Any, want: tuple[MapType, ...], reader: str) -> tup
 
 class Guard:
     """Refuses a second thread while one is inside (``ReaderBusyError``), use in a forked child,
-    and use after close, each with a message naming the reader."""
+    and use after close, each with a message naming the reader. ``close()`` from another thread
+    wakes a reader blocked in ``epoll`` (through an eventfd registered there) and waits for it."""
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, epoll: select.epoll | None = None) -> None:
         self._what = what
         self._lock = threading.Lock()
+        self._owner = 0
         self._pid = os.getpid()
         self.closed = False
+        self.closing = False
+        self._wake = -1
+        if epoll is not None:
+            self._wake = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+            epoll.register(self._wake, select.EPOLLIN)
 
     def enter(self) -> None:
         """Start an operation (pair with ``leave``)."""
-        if self.closed:
+        if self.closed or self.closing:
             raise ValueError(f"operation on a closed {self._what}")
         if self._pid != _pid:
             raise RuntimeError(f"this {self._what} belongs to process {self._pid}: a forked child cannot consume "
@@ -79,20 +86,39 @@ class Guard:
         if not self._lock.acquire(blocking=False):
             raise ReaderBusyError(f"this {self._what} is being used by another thread: use one reader per thread "
                                   "(or a lock around it)")
+        self._owner = threading.get_ident()
 
     def leave(self) -> None:
         """End an operation."""
+        self._owner = 0
         self._lock.release()
 
-    def close(self) -> bool:
-        """Mark closed; False if another thread is inside (the caller must not unmap then)."""
+    def close(self, wait: float = 10.0) -> bool:
+        """Mark closed, first waking and waiting (up to ``wait`` seconds) for a thread blocked in
+        the reader; False if it is already closed. The caller then releases the resources."""
         if self.closed:
-            return True
-        if not self._lock.acquire(blocking=False):
             return False
+        if self._owner == threading.get_ident():
+            raise RuntimeError(f"close() of a {self._what} from inside its own callback: return from the callback first")
+        self.closing = True
+        if self._wake >= 0:
+            os.eventfd_write(self._wake, 1)
+        if not self._lock.acquire(timeout=wait):
+            self.closing = False
+            raise ReaderBusyError(f"this {self._what} is still being used by another thread after {wait} s")
         self.closed = True
         self._lock.release()
+        if self._wake >= 0:
+            os.close(self._wake)
+            self._wake = -1
         return True
+
+    def dispose(self) -> None:
+        """Mark closed without waiting (a reader that failed to open, or is torn down)."""
+        self.closed = True
+        if self._wake >= 0:
+            os.close(self._wake)
+            self._wake = -1
 
     @property
     def forked(self) -> bool:

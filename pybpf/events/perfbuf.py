@@ -102,12 +102,12 @@ class PerfBuffer(Iterable[Any], Closing):
             if wakeup_events != 1:
                 raise ValueError("give wakeup_events or watermark, not both")
         self._decode = decoder(type, "PerfBuffer")
-        self._guard = Guard("PerfBuffer")
         self.lost = 0
         """Records the kernel reported lost (ring full), summed over CPUs."""
         self._rings: list[_CpuRing] = []
         self._by_fd: dict[int, _CpuRing] = {}
         self._epoll = select.epoll()
+        self._guard = Guard("PerfBuffer", self._epoll)
         self._map_fd, info = -1, None
         try:
             self._map_fd, info = map_fd_and_info(bpf_map, (MapType.PERF_EVENT_ARRAY,), "PerfBuffer")
@@ -166,6 +166,8 @@ class PerfBuffer(Iterable[Any], Closing):
                 if deadline is not None and left <= 0:
                     break
                 self._epoll.poll(left)
+                if self._guard.closing:
+                    break
         finally:
             self._guard.leave()
         if self._decode is not None:
@@ -198,6 +200,8 @@ class PerfBuffer(Iterable[Any], Closing):
                 if deadline is not None and left <= 0:
                     return 0
                 self._epoll.poll(left)
+                if self._guard.closing:
+                    return 0
         finally:
             self._guard.leave()
 
@@ -252,19 +256,17 @@ class PerfBuffer(Iterable[Any], Closing):
 
     @property
     def closed(self) -> bool:
-        """Whether ``close()`` was called."""
-        return self._guard.closed
+        """Whether ``close()`` was called (or is under way in another thread)."""
+        return self._guard.closed or self._guard.closing
 
     def close(self) -> None:
-        """Disable the events, take them out of the map, unmap the rings, close the fds. Idempotent."""
-        if self._guard.closed:
-            return
-        if not self._guard.close():
-            raise BPFError(errno.EBUSY, "close PerfBuffer", message="another thread is reading it")
-        self._teardown()
+        """Disable the events, take them out of the map, unmap the rings, close the fds. Idempotent.
+        A thread blocked in ``poll``, ``consume`` or iteration is woken and waited for."""
+        if self._guard.close():
+            self._teardown()
 
     def _teardown(self) -> None:
-        self._guard.closed = True
+        self._guard.dispose()
         for ring in self._rings:
             perf.disable(ring.fd)
             if self._map_fd >= 0 and not self._guard.forked:

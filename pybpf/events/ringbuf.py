@@ -94,12 +94,13 @@ class RingBuffer(Iterable[Any], Closing):
     def __init__(self, bpf_map: Any, type: type | None = None) -> None:
         """Map the ring of ``bpf_map`` (a RINGBUF ``Map`` or its fd; the reader keeps its own fd)."""
         self._decode = decoder(type, "RingBuffer")
-        self._guard = Guard("RingBuffer")
         self._rings: list[_Ring] = []
         self._epoll = select.epoll()
+        self._guard = Guard("RingBuffer", self._epoll)
         try:
             self.add(bpf_map)
         except BaseException:
+            self._guard.dispose()
             self._epoll.close()
             raise
 
@@ -146,6 +147,8 @@ class RingBuffer(Iterable[Any], Closing):
                 if deadline is not None and left <= 0:
                     break
                 self._epoll.poll(left)
+                if self._guard.closing:
+                    break
         finally:
             self._guard.leave()
         if self._decode is not None:
@@ -199,6 +202,8 @@ class RingBuffer(Iterable[Any], Closing):
                 if deadline is not None and left <= 0:
                     return 0
                 self._epoll.poll(left)
+                if self._guard.closing:
+                    return 0
         finally:
             self._guard.leave()
 
@@ -252,15 +257,14 @@ class RingBuffer(Iterable[Any], Closing):
 
     @property
     def closed(self) -> bool:
-        """Whether ``close()`` was called."""
-        return self._guard.closed
+        """Whether ``close()`` was called (or is under way in another thread)."""
+        return self._guard.closed or self._guard.closing
 
     def close(self) -> None:
-        """Unmap the rings and close the reader's fds. Idempotent; refused while another thread reads."""
-        if self._guard.closed:
-            return
+        """Unmap the rings and close the reader's fds. Idempotent. A thread blocked in ``poll``,
+        ``consume`` or iteration is woken (it returns what it has) and waited for."""
         if not self._guard.close():
-            raise BPFError(errno.EBUSY, "close RingBuffer", message="another thread is reading it")
+            return
         for ring in self._rings:
             ring.close()
         self._rings.clear()

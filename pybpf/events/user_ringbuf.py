@@ -39,7 +39,6 @@ class UserRingBuffer(Closing):
         self._fd = fd
         self._name = info.name.decode(errors="replace")
         size = self.size = info.max_entries
-        self._guard = Guard("UserRingBuffer")
         self._views: list[memoryview] = []
         self._open: memoryview | None = None
         self._open_at = 0
@@ -62,6 +61,7 @@ class UserRingBuffer(Closing):
         self._mask = size - 1
         self._epoll = select.epoll()
         self._epoll.register(fd, select.EPOLLOUT | select.EPOLLET)
+        self._guard = Guard("UserRingBuffer", self._epoll)
 
     def _map(self, length: int, prot: int, offset: int, what: str) -> mmap.mmap:
         try:
@@ -151,6 +151,8 @@ class UserRingBuffer(Closing):
                 if deadline is not None and left <= 0:
                     return False
                 self._epoll.poll(left)  # edge-triggered: the kernel signals after a drain
+                if self._guard.closing:
+                    return False
             return True
         finally:
             self._guard.leave()
@@ -165,8 +167,8 @@ class UserRingBuffer(Closing):
 
     @property
     def closed(self) -> bool:
-        """Whether ``close()`` was called."""
-        return self._guard.closed
+        """Whether ``close()`` was called (or is under way in another thread)."""
+        return self._guard.closed or self._guard.closing
 
     def close(self) -> None:
         """Unmap and close (an open reservation is discarded). Idempotent."""
@@ -175,7 +177,7 @@ class UserRingBuffer(Closing):
         if self._open is not None and not self._guard.forked:
             self.discard()
         if not self._guard.close():
-            raise BPFError(errno.EBUSY, "close UserRingBuffer", message="another thread is using it")
+            return
         for view in reversed(self._views):
             view.release()
         self._views.clear()
