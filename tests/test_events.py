@@ -497,3 +497,62 @@ def test_user_ringbuffer_full_and_misuse(echo: pybpf.Collection) -> None:
             writer.submit("text")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="USER_RINGBUF"):
         UserRingBuffer(echo.maps["replies"])
+
+
+# ---- the ring protocol on plain memory (no kernel) ----------------------------------------------
+
+
+class _MemoryRing:
+    """A RINGBUF's two mappings laid out in a bytearray, as the kernel lays them out: the
+    protocol's edge cases (busy, discarded, wrapped records) written by hand."""
+
+    def __init__(self, size: int) -> None:
+        from pybpf.events.ringbuf import PAGE as RING_PAGE
+
+        self.size, self.mask = size, size - 1
+        self.consumer_page = bytearray(RING_PAGE)
+        self.producer = bytearray(RING_PAGE + 2 * size)  # the producer page, then the data twice
+        self.cons_word = memoryview(self.consumer_page).cast("Q")
+        self.prod_word = memoryview(self.producer)[:8].cast("Q")
+        self.data = memoryview(self.producer)[RING_PAGE:]
+        self.lens = self.data.cast("I")
+
+    def put(self, payload: bytes, busy: bool = False, discard: bool = False) -> None:
+        pos = self.prod_word[0]
+        span = (len(payload) + 8 + 7) & ~7
+        record = len(payload).to_bytes(4, "little") + bytes(4) + payload + bytes(span - 8 - len(payload))
+        for i, byte in enumerate(record):  # both copies of the data area, as the double mapping shows it
+            at = (pos + i) & self.mask
+            self.data[at] = self.data[at + self.size] = byte
+        flags = (1 << 31 if busy else 0) | (1 << 30 if discard else 0)
+        self.lens[(pos & self.mask) >> 2] |= flags
+        self.lens[((pos & self.mask) + self.size) >> 2] |= flags
+        self.prod_word[0] = pos + span
+
+    def commit(self, pos: int) -> None:
+        for at in (pos & self.mask, (pos & self.mask) + self.size):
+            self.lens[at >> 2] &= ~(1 << 31) & 0xFFFFFFFF
+
+
+@pytest.mark.nokernel
+def test_ring_protocol_busy_discard_and_wrap() -> None:
+    reader = RingBuffer.__new__(RingBuffer)
+    reader._decode = None
+    mem = _MemoryRing(128)
+    mem.put(b"a" * 10)
+    mem.put(b"b" * 5, discard=True)
+    busy_at = mem.prod_word[0]
+    mem.put(b"c" * 3, busy=True)
+    mem.put(b"d" * 4)
+    got: list[bytes] = []
+    assert reader._consume(mem, lambda v: got.append(bytes(v))) == 1  # stops at the busy record
+    assert got == [b"a" * 10] and mem.cons_word[0] == busy_at
+    mem.commit(busy_at)
+    out: list[bytes] = []
+    reader._copy(mem, out)  # the copying path (poll) sees the rest in order
+    assert out == [b"c" * 3, b"d" * 4] and mem.cons_word[0] == mem.prod_word[0]
+    mem.put(b"f" * 40)
+    assert reader._consume(mem, lambda v: got.append(bytes(v))) == 1
+    mem.put(b"e" * 20)  # starts before the end of the 128-byte area and wraps around it
+    assert (mem.cons_word[0] & mem.mask) + 28 > 128
+    assert reader._consume(mem, lambda v: got.append(bytes(v))) == 1 and got[-1] == b"e" * 20
