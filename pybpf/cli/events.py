@@ -1,30 +1,35 @@
-"""``pybpf map event_pipe id N | pinned PATH [type NAME] [count N] [timeout S]``: print the records
-a PERF_EVENT_ARRAY (as bpftool's verb) or a RINGBUF receives, as hex or, with ``type NAME`` (a
-struct in the map's BTF, else the kernel's), formatted; ``--json`` prints one object per line."""
+"""``pybpf map event_pipe MAP [type NAME] [count N] [timeout S]``: print the records a
+PERF_EVENT_ARRAY (as bpftool's verb) or a RINGBUF receives, as hex or, with ``type NAME`` (a type
+in the map's BTF, else the kernel's), formatted; under ``--json`` a JSON array streamed as
+bpftool's, one object per record."""
 
 from __future__ import annotations
 
-import argparse
-import json
+import os
 import time
 from typing import Any
 
-from .. import Map, MapType
-from ..events import PerfBuffer, RingBuffer
-from . import maps
-from .maps import UsageError, _int, _open_one, _take
+from .command import Context, UsageError, Words, verb
+from .objects import MAP_GRAMMAR, map_fd
+from .words import parse_int
 
 
-def _formatter(m: Map, name: str) -> Any:
+class _Enough(Exception):
+    """Raised from the record callback once ``count`` records were printed."""
+
+
+def _formatter(fd: int, name: str) -> Any:
     """A function formatting a record as BTF type ``name`` says (the map's BTF first, then vmlinux)."""
     from ..btf import BtfHandle, vmlinux
     from ..btf.values import format_value
+    from ..map import Map
 
     kind, _, bare = name.rpartition(" ")
     candidates = []
-    info = m.info()
-    if getattr(info, "btf_id", 0):
-        with BtfHandle.from_id(info.btf_id) as handle:
+    with Map.from_fd(fd) as m:
+        btf_id = m.info().btf_id
+    if btf_id:
+        with BtfHandle.from_id(btf_id) as handle:
             candidates.append(handle.btf())
     candidates.append(vmlinux())
     for btf in candidates:
@@ -32,37 +37,69 @@ def _formatter(m: Map, name: str) -> Any:
         if found:
             target = found[0]
             return lambda data: format_value(btf, target, data)
-    raise UsageError(f"no BTF type {name!r} in the map's BTF or the kernel's")
+    raise UsageError(f"no BTF type '{name}' in the map's BTF or the kernel's")
 
 
 def _hex(data: bytes) -> str:
-    rows = [" ".join(f"{b:02x}" for b in data[i: i + 16]) for i in range(0, len(data), 16)]
-    return "\n".join(rows)
+    return "\n".join(" ".join(f"{b:02x}" for b in data[i: i + 16]) for i in range(0, len(data), 16))
 
 
-def _cmd_event_pipe(args: argparse.Namespace, words: list[str]) -> int:
-    m = _open_one(words)
-    options = {"type": "", "count": "0", "timeout": "0"}
-    while words:
-        word = _take(words, "type NAME, count N or timeout S")
-        if word not in options:
-            raise UsageError(f"unknown option {word!r} (expected type, count or timeout)")
-        options[word] = _take(words, f"a value for {word}")
-    count, timeout = _int(options["count"], "count"), float(options["timeout"])
-    with m:
-        fmt = _formatter(m, options["type"]) if options["type"] else None
-        if m.type == MapType.PERF_EVENT_ARRAY:
-            reader: Any = PerfBuffer(m)
-        elif m.type == MapType.RINGBUF:
-            reader = RingBuffer(m)
-        else:
-            raise UsageError(f"event_pipe reads PERF_EVENT_ARRAY and RINGBUF maps, not {getattr(m.type, 'name', m.type)}")
+@verb("map", "event_pipe", usage=f"MAP [type TYPE_NAME] [count N] [timeout SECONDS]\n       {MAP_GRAMMAR}")
+def event_pipe(ctx: Context, words: Words) -> int:
+    """Print the records a PERF_EVENT_ARRAY or RINGBUF map receives, until interrupted (or `count`
+    records, or `timeout` seconds): hex, or formatted as a BTF type with `type` ("struct event")."""
+    from ..map import Map
+    from .._sys.constants import MapType
+
+    fd = map_fd(words)
+    try:
+        options = {"type": "", "count": "0", "timeout": "0"}
+        while words:
+            word = words.take("type NAME, count N or timeout S")
+            if word not in options:
+                raise UsageError(f"unknown option '{word}' (expected type, count or timeout)")
+            options[word] = words.take(f"a value for {word}")
+        count = parse_int(options["count"], "count")
+        try:
+            timeout = float(options["timeout"])
+        except ValueError:
+            raise UsageError(f"timeout: '{options['timeout']}' is not a number of seconds") from None
+        fmt = _formatter(fd, options["type"]) if options["type"] else None
+        with Map.from_fd(fd) as m:
+            reader = _reader(m, MapType)
+    finally:
+        os.close(fd)
+    return _pipe(ctx, reader, fmt, count, timeout)
+
+
+def _reader(m: Any, types: Any) -> Any:
+    from ..events import PerfBuffer, RingBuffer
+
+    if m.type == types.PERF_EVENT_ARRAY:
+        return PerfBuffer(m)
+    if m.type == types.RINGBUF:
+        return RingBuffer(m)
+    raise UsageError(f"event_pipe reads PERF_EVENT_ARRAY and RINGBUF maps, not {getattr(m.type, 'name', m.type)}")
+
+
+def _pipe(ctx: Context, reader: Any, fmt: Any, count: int, timeout: float) -> int:
     shown, lost = 0, 0
     deadline = time.monotonic() + timeout if timeout else None
+    if ctx.json:
+        ctx.jw.start_array()
 
     def show(record: memoryview) -> None:
         nonlocal shown
-        _print(args.json, bytes(record), fmt)
+        data = bytes(record)
+        if ctx.json:
+            out: dict[str, Any] = {"type": 9, "size": len(data), "data": [f"0x{b:02x}" for b in data]}
+            if fmt is not None:
+                out["formatted"] = fmt(data)
+            ctx.jw.value(out)
+        else:
+            now = time.time_ns()
+            ctx.write(f"== @{now // 10**9}.{now % 10**9:09d} size: {len(data)} =====\n")
+            ctx.write((_json_line(fmt(data)) if fmt is not None else _hex(data)) + "\n")
         shown += 1
         if count and shown >= count:
             raise _Enough  # consumes this record and no more
@@ -73,68 +110,19 @@ def _cmd_event_pipe(args: argparse.Namespace, words: list[str]) -> int:
                 wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
                 reader.consume(show, timeout=wait)
                 if getattr(reader, "lost", 0) != lost:
-                    _print_lost(args.json, reader.lost - lost)
+                    if ctx.json:
+                        ctx.jw.value({"type": 2, "lost": {"count": reader.lost - lost}})
+                    else:
+                        ctx.write(f"lost {reader.lost - lost} events\n")
                     lost = reader.lost
         except _Enough:
             pass
+    if ctx.json:
+        ctx.jw.end_array()
     return 0
 
 
-class _Enough(Exception):
-    """Raised from the record callback once ``count`` records were printed."""
+def _json_line(value: Any) -> str:
+    import json
 
-
-def _print(as_json: bool, record: bytes, fmt: Any) -> None:
-    if as_json:
-        out: dict[str, Any] = {"type": 9, "size": len(record), "data": [f"0x{b:02x}" for b in record]}
-        if fmt is not None:
-            out["formatted"] = fmt(record)
-        print(json.dumps(out, separators=(",", ":")), flush=True)
-        return
-    now = time.time_ns()
-    print(f"== @{now // 10**9}.{now % 10**9:09d} size: {len(record)} =====")
-    print(json.dumps(fmt(record)) if fmt is not None else _hex(record), flush=True)
-
-
-def _print_lost(as_json: bool, count: int) -> None:
-    if as_json:
-        print(json.dumps({"type": 2, "lost": {"count": count}}, separators=(",", ":")), flush=True)
-    else:
-        print(f"lost {count} events", flush=True)
-
-
-def register() -> None:
-    """Add ``event_pipe`` to ``pybpf map``'s verbs."""
-    maps.VERBS["event_pipe"] = _cmd_event_pipe
-
-
-def _perf_list(args: argparse.Namespace) -> int:
-    """``pybpf perf list``: bpftool's ``perf list``, the programs processes attached through perf
-    events and raw tracepoints."""
-    from ..programs import perf_attachments
-
-    records = []
-    for a in perf_attachments():
-        record: dict[str, Any] = {"pid": a.pid, "fd": a.fd, "prog_id": a.prog_id, "fd_type": a.fd_type}
-        if a.fd_type in ("raw_tracepoint", "tracepoint"):
-            record["tracepoint"] = a.name
-        elif a.fd_type in ("kprobe", "kretprobe"):
-            record.update({"func": a.name, "offset": a.offset} if a.name else {"addr": a.addr})
-        else:
-            record.update({"filename": a.name, "offset": a.offset})
-        records.append(record)
-    if args.json:
-        print(json.dumps(records, separators=(",", ":")))
-        return 0
-    for r in records:
-        where = "  ".join(f"{key} {r[key]:#x}" if key == "addr" else f"{key} {r[key]}"
-                          for key in ("func", "filename", "offset", "addr") if key in r)
-        print(f"pid {r['pid']}  fd {r['fd']}: prog_id {r['prog_id']}  {r['fd_type']}  {r.get('tracepoint', where)}")
-    return 0
-
-
-def add_perf_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``pybpf perf list|show``."""
-    parser = sub.add_parser("perf", help="programs attached through perf events and raw tracepoints (bpftool's 'perf list')")
-    parser.add_argument("verb", choices=["list", "show"])
-    parser.set_defaults(func=_perf_list)
+    return json.dumps(value)
