@@ -46,8 +46,8 @@ def _hex(data: bytes) -> str:
 
 @verb("map", "event_pipe", usage=f"MAP [type TYPE_NAME] [count N] [timeout SECONDS]\n       {MAP_GRAMMAR}")
 def event_pipe(ctx: Context, words: Words) -> int:
-    """Print the records a PERF_EVENT_ARRAY or RINGBUF map receives, until interrupted (or `count`
-    records, or `timeout` seconds): hex, or formatted as a BTF type with `type` ("struct event")."""
+    """Print the records a PERF_EVENT_ARRAY or RINGBUF map receives, until interrupted (or 'count'
+    records, or 'timeout' seconds): hex, or formatted as a BTF type with 'type' ("struct event")."""
     from ..map import Map
     from .._sys.constants import MapType
 
