@@ -62,7 +62,7 @@ class LinkInfo:
     map_id: int | None = None
     attach_type: AttachType | int | None = None
     target_obj_id: int | None = None
-    """TRACING links: the BTF object (0: vmlinux) or program of the target."""
+    """TRACING links: the id of the BTF object (vmlinux's, a module's) or program holding the target."""
     target_btf_id: int | None = None
     """TRACING links: the BTF id of the function or tracepoint attached to."""
 
