@@ -23,10 +23,11 @@ _WHERE = {
     ".btf": "BTF BTFError BtfHandle",
     ".collection": "Collection CollectionSpec load",
     ".elf": "ELFError",
+    ".events": "PerfBuffer RingBuffer UserRingBuffer",
 }
 _NAMES = {name: module for module, names in _WHERE.items() for name in names.split()}
-_SUBMODULES = {"apps", "asm", "btf", "cli", "collection", "elf", "errors", "features", "map", "pins", "programs",
-               "testing", "xdp"}
+_SUBMODULES = {"apps", "asm", "btf", "cli", "collection", "elf", "errors", "events", "features", "map", "pins",
+               "programs", "testing", "xdp"}
 
 
 def __getattr__(name: str) -> object:
@@ -63,6 +64,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from .btf import BTF, BTFError, BtfHandle
     from .collection import Collection, CollectionSpec, load
     from .elf import ELFError
+    from .events import PerfBuffer, RingBuffer, UserRingBuffer
     from .errors import (
         BPFError,
         BTFLoadError,

@@ -28,7 +28,7 @@ from .map import Map, MapInfo, MapSpec
 from .map.spec import map_type_name
 from .map.codec import possible_cpus
 from .pins import make_pin_dir
-from .programs import Program, ProgramSpec
+from .programs import Link, Program, ProgramSpec
 
 DEFAULT_PIN_ROOT = Path("/sys/fs/bpf")
 """Where maps pinned by name go when ``load`` is given no ``pin_root`` (libbpf's default)."""
@@ -80,9 +80,23 @@ class Collection:
         """Take ownership of ``maps`` and ``programs``."""
         self.maps = maps
         self.programs = programs
+        self.links: dict[str, Link] = {}
+        """Links made by ``attach_all``, by program name; closed (detached) with the collection."""
+
+    def attach_all(self) -> dict[str, Link]:
+        """Attach every program whose section name says where, as a libbpf skeleton does
+        (``tracepoint/syscalls/sys_enter_openat``, ``kprobe/do_unlinkat``, ``uprobe//path:func``,
+        ``fentry/func``, ...); others are left alone. The collection owns the links."""
+        from .programs.tracing import attach_programs
+
+        self.links.update(attach_programs({n: p for n, p in self.programs.items() if n not in self.links}))
+        return dict(self.links)
 
     def close(self) -> None:
-        """Close every program and map (pinned and attached ones live on). Idempotent."""
+        """Detach what ``attach_all`` attached; close every program and map (pinned and otherwise
+        attached ones live on). Idempotent."""
+        for link in self.links.values():
+            link.close()
         for program in self.programs.values():
             program.close()
         for bpf_map in self.maps.values():

@@ -24,6 +24,9 @@ class ProgramSpec:
 
     ``btf`` (a loaded ``BtfHandle``) with ``func_info``/``line_info`` (``insn_off`` counted in
     instructions) describes the functions and source lines; they are sent only with ``btf``.
+
+    ``attach_to`` names the kernel function (or tracepoint) of a BTF-typed program (fentry,
+    fexit, fmod_ret, tp_btf, lsm); its BTF id is looked up in vmlinux BTF at load.
     """
 
     type: ProgramType | int
@@ -36,6 +39,7 @@ class ProgramSpec:
     btf: BtfHandle | None = None
     func_info: Sequence[FuncInfo] = ()
     line_info: Sequence[LineInfo] = ()
+    attach_to: str = ""
 
     def instructions(self) -> bytes:
         """The encoded instructions (an ``Assembler`` is assembled, labels resolved)."""
