@@ -12,14 +12,12 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
-import struct
-import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ._sys.constants import MapType, Pinning
-from .asm.insn import LD_IMM64, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE
+from .asm.patch import set_map
 from .btf import BtfHandle
 from .btf import load as load_btf
 from .elf import ElfObject, ObjectBTF, read_object
@@ -33,7 +31,6 @@ DEFAULT_PIN_ROOT = Path("/sys/fs/bpf")
 """Where maps pinned by name go when ``load`` is given no ``pin_root`` (libbpf's default)."""
 
 _FD_VALUES = (MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS, MapType.PROG_ARRAY)
-_IMM = struct.Struct("=i")
 _T = TypeVar("_T")
 
 
@@ -122,7 +119,7 @@ class _Loader:
             for name, spec in self.spec.maps.items():
                 self.maps[name] = _noting(f"map {name!r}", self._map, name, spec)
             for name, spec in self.spec.programs.items():
-                self.programs[name] = _noting(f"program {name!r} (section {getattr(spec, 'section', '')!r})", self._program, spec)
+                self.programs[name] = _noting(f"program {name!r} (section {spec.section!r})", self._program, spec)
             for name, spec in self.spec.maps.items():
                 _noting(f"the static values of map {name!r}", self._static_values, name, spec)
         except BaseException:
@@ -164,8 +161,11 @@ class _Loader:
 
     def _program(self, spec: ProgramSpec) -> Program:
         code = bytearray(spec.instructions())
-        for ref in getattr(spec, "references", ()):
-            _point_at(code, ref.insn, self.maps[ref.map].fd, ref.offset, spec.name)
+        for ref in spec.references:
+            try:
+                set_map(code, ref.insn, self.maps[ref.map].fd, ref.offset)
+            except ValueError as err:
+                raise ValueError(f"program {spec.name!r}: {err}") from None
         btf = spec.btf
         if btf is None and (spec.func_info or spec.line_info):
             btf = self.btf
@@ -204,12 +204,11 @@ def _noting(what: str, step: Callable[..., _T], *args: Any) -> _T:
 def _check(spec: CollectionSpec) -> None:
     """Refuse, before any syscall, what cannot load: unknown program types, dangling names."""
     for name, program in spec.programs.items():
-        section = getattr(program, "section", "")
         if not program.type:
-            raise ValueError(f"program {name!r}: section {section!r} does not say its type; set CollectionSpec.programs[{name!r}].type")
-        if getattr(program, "core_relos", ()):
+            raise ValueError(f"program {name!r}: section {program.section!r} does not say its type; set CollectionSpec.programs[{name!r}].type")
+        if program.core_relos:
             raise ValueError(f"program {name!r} uses CO-RE relocations (preserve_access_index, BPF_CORE_READ), which pybpf does not apply")
-        for ref in getattr(program, "references", ()):
+        for ref in program.references:
             if ref.map not in spec.maps:
                 raise ValueError(f"program {name!r} refers to map {ref.map!r}, which is not in the collection's maps")
     for name, bpf_map in spec.maps.items():
@@ -247,15 +246,3 @@ def _differences(spec: MapSpec, info: MapInfo) -> list[str]:
         ("map_extra", spec.map_extra, info.map_extra),
     )
     return [f"{field}: {want} (object) != {have} (pinned)" for field, want, have in pairs if want != have]
-
-
-def _point_at(code: bytearray, insn: int, fd: int, offset: int | None, program: str) -> None:
-    """Make the ``ld_imm64`` at ``insn`` load map ``fd`` (or the address ``offset`` into its value)."""
-    at = insn * 8
-    if at + 16 > len(code) or code[at] != LD_IMM64:
-        raise ValueError(f"program {program!r}: instruction {insn} is not an ld_imm64 to fill with a map")
-    src = PSEUDO_MAP_FD if offset is None else PSEUDO_MAP_VALUE
-    regs = code[at + 1]
-    code[at + 1] = (src << 4 | regs & 0x0F) if sys.byteorder == "little" else (regs & 0xF0 | src)
-    _IMM.pack_into(code, at + 4, fd)
-    _IMM.pack_into(code, at + 12, offset or 0)

@@ -7,7 +7,7 @@
 
 from .build import Builder, btf_from_ctypes
 from .encode import encode
-from .errors import BTFError, BTFLoadError
+from ..errors import BTFError, BTFLoadError
 from .ext import BTFExt, CoreRelo, CoreReloKind, FuncInfo, LineInfo, parse_ext
 from .load import BtfHandle, BtfInfo, load, load_map_types
 from .mapdef import MapDef, map_array, map_def, map_defs, map_type, map_uint

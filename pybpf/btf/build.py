@@ -7,7 +7,7 @@ import dataclasses
 import re
 import sys
 
-from .errors import BTFError
+from ..errors import BTFError
 from .spec import BTF
 from .types import Array, Float, Int, IntEncoding, Member, Pointer, Struct, Type, Union
 

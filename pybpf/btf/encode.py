@@ -6,7 +6,7 @@ import sys
 from array import array
 from collections.abc import Callable
 
-from .errors import BTFError
+from ..errors import BTFError
 from .spec import BTF
 from .strings import StringTableBuilder
 from .types import (

@@ -15,10 +15,9 @@ from .._fd import FdOwner
 from .._sys import commands
 from .._sys.btf import btf_info, btf_load
 from .._sys.constants import Cmd
-from ..errors import BPFError
+from ..errors import BPFError, BTFLoadError
 from .build import btf_from_ctypes
 from .encode import encode
-from .errors import BTFLoadError
 from .parse import parse, vmlinux
 from .spec import BTF
 

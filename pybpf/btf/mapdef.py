@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from .errors import BTFError
+from ..errors import BTFError
 from .spec import BTF
 from .types import Array, Datasec, FuncProto, Member, Pointer, Struct, Type, Union, Var
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, overload
 
-from .errors import BTFError
+from ..errors import BTFError
 from .strings import StringTable
 from .types import (
     MODIFIERS,

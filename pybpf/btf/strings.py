@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import BTFError
+from ..errors import BTFError
 
 _CODEC = ("utf-8", "surrogateescape")  # any bytes round-trip through str
 

@@ -9,21 +9,15 @@ place so string offsets (which ``.BTF.ext`` line records refer to) stay valid.
 from __future__ import annotations
 
 import dataclasses
-import struct
 import sys
 
 from ..btf import BTF, BTFError, BTFExt, Datasec, parse, parse_ext
+from ..btf.layout import MAGIC, record_offsets, set_datasec
 from .reader import ElfFile, Symbol
 
-_HEADER = struct.Struct("=HBBIIIII")  # struct btf_header
-_TYPE = struct.Struct("=III")  # struct btf_type: name_off, info, size/type
-_SECINFO = struct.Struct("=III")  # struct btf_var_secinfo: type, offset, size
 _EXTERN_SECTIONS = (".kconfig", ".ksyms")
 _U32_MAX = 0xFFFFFFFF
-_FOREIGN_MAGIC = (0xEB9F).to_bytes(2, "big" if sys.byteorder == "little" else "little")  # BTF_MAGIC, other byte order
-# bytes after struct btf_type per kind: (fixed, per vlen item); kinds 0..19
-_EXTRA = [(0, 0), (4, 0), (0, 0), (12, 0), (0, 12), (0, 12), (0, 8), (0, 0), (0, 0), (0, 0), (0, 0),
-          (0, 0), (0, 0), (0, 8), (4, 0), (0, 12), (0, 0), (4, 0), (0, 0), (0, 12)]
+_FOREIGN_MAGIC = MAGIC.to_bytes(2, "big" if sys.byteorder == "little" else "little")  # BTF_MAGIC, other byte order
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,13 +61,11 @@ def _fix_datasecs(data: bytes, btf: BTF, elf: ElfFile) -> bytes:
     if not todo:
         return data
     out = bytearray(data)
-    offsets = _type_offsets(data, len(btf) - btf.first_id)
+    offsets = record_offsets(data)
     for datasec, section in todo:
         if section.size > _U32_MAX:
             raise elf.fail(f"section {section.name!r} is {section.size} bytes: too big for BTF")
         symbols = _section_symbols(elf, section.index)
-        at = offsets[datasec.id - btf.first_id]
-        struct.pack_into("=I", out, at + 8, section.size)
         records = []
         for var in datasec.vars:
             name = btf.type_by_id(var.type).name
@@ -84,28 +76,8 @@ def _fix_datasecs(data: bytes, btf: BTF, elf: ElfFile) -> bytes:
                 raise elf.fail(f"BTF variable {name!r} of {datasec.name!r} is at offset {symbol.value}: too far for BTF")
             records.append((var.type, symbol.value, var.size))
         records.sort(key=lambda record: record[1])
-        for i, record in enumerate(records):
-            _SECINFO.pack_into(out, at + _TYPE.size + i * _SECINFO.size, *record)
+        set_datasec(out, offsets[datasec.id - btf.first_id], section.size, records)
     return bytes(out)
-
-
-def _type_offsets(data: bytes, count: int) -> list[int]:
-    """The byte offset in ``data`` of each of its ``count`` type records (already validated by parse)."""
-    _, _, _, hdr_len, type_off, type_len, _, _ = _HEADER.unpack_from(data)
-    pos = hdr_len + type_off
-    end = pos + type_len
-    offsets = []
-    for _ in range(count):
-        if pos + _TYPE.size > end:
-            raise BTFError(f"type record at byte {pos} runs past the type section")
-        offsets.append(pos)
-        info = _TYPE.unpack_from(data, pos)[1]
-        kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
-        if kind >= len(_EXTRA):
-            raise BTFError(f"type record at byte {pos} has unknown kind {kind}")
-        fixed, per_item = _EXTRA[kind]
-        pos += _TYPE.size + fixed + per_item * vlen
-    return offsets
 
 
 def _section_symbols(elf: ElfFile, index: int) -> dict[str, Symbol]:

@@ -11,10 +11,20 @@ from .._sys.constants import OBJ_NAME_LEN, AttachType, ProgramType
 from ..asm import Assembler, Insn, encode
 
 if TYPE_CHECKING:
-    from ..btf import BtfHandle, FuncInfo, LineInfo
+    from ..btf import BtfHandle, CoreRelo, FuncInfo, LineInfo
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.]*$")
 _MAX_INSNS = 1_000_000  # BPF_COMPLEXITY_LIMIT_INSNS: the most a privileged program may have
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MapReference:
+    """An ``ld_imm64`` at instruction ``insn`` loading map ``map`` (a name in the collection), or
+    (with ``offset``) the address ``offset`` bytes into its value (global data)."""
+
+    insn: int
+    map: str
+    offset: int | None = None
 
 
 @dataclasses.dataclass
@@ -24,6 +34,10 @@ class ProgramSpec:
 
     ``btf`` (a loaded ``BtfHandle``) with ``func_info``/``line_info`` (``insn_off`` counted in
     instructions) describes the functions and source lines; they are sent only with ``btf``.
+
+    A program read from an object file also has its ``section``, the map ``references`` that
+    loading fills with fds, and its CO-RE relocations (``core_relos``, applied at load against the
+    running kernel's BTF).
     """
 
     type: ProgramType | int
@@ -36,6 +50,9 @@ class ProgramSpec:
     btf: BtfHandle | None = None
     func_info: Sequence[FuncInfo] = ()
     line_info: Sequence[LineInfo] = ()
+    section: str = ""
+    references: Sequence[MapReference] = ()
+    core_relos: Sequence[CoreRelo] = ()
 
     def instructions(self) -> bytes:
         """The encoded instructions (an ``Assembler`` is assembled, labels resolved)."""

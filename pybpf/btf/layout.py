@@ -1,0 +1,100 @@
+"""The ``.BTF`` wire layout in one place: the header, the size of each kind's record, and in-place
+patches of records (loaders fix up or rewrite types without moving the string section, which
+``.BTF.ext`` line records point into).
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from array import array
+
+from ..errors import BTFError
+from .types import Kind
+
+MAGIC = 0xEB9F
+"""``BTF_MAGIC``, in the byte order of the data."""
+
+HEADER_SIZE = 24
+"""``sizeof(struct btf_header)``."""
+
+HEADER = struct.Struct("=HBBIIIII")
+"""``struct btf_header`` in native order: magic, version, flags, hdr_len, type_off, type_len, str_off, str_len."""
+
+TYPE_SIZE = 12
+"""``sizeof(struct btf_type)``: name_off, info, size/type."""
+
+MAX_TYPES = 0xFFFFF
+"""``BTF_MAX_TYPE``: type ids are 20 bits."""
+
+# words after the 3-word ``struct btf_type`` head: fixed, and per ``vlen`` item (-1: not a kind)
+FIXED_WORDS = [-1, 1, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0, 0] + [-1] * 12
+PER_ITEM_WORDS = [0, 0, 0, 0, 3, 3, 2, 0, 0, 0, 0, 0, 0, 2, 0, 3, 0, 0, 0, 3] + [0] * 12
+
+
+def record_words(info: int) -> int:
+    """Words in a type record whose ``info`` word is ``info`` (-1 for an unknown kind)."""
+    kind = (info >> 24) & 0x1F
+    fixed = FIXED_WORDS[kind]
+    return -1 if fixed < 0 else 3 + fixed + PER_ITEM_WORDS[kind] * (info & 0xFFFF)
+
+
+def index_records(words: array[int], first: int) -> tuple[array[int], array[int]]:
+    """Where each type record of a type section starts (in words) and its name offset, checking
+    every kind and length against the words left. ``first`` is the id of the first type (for messages)."""
+    offsets = array("I")
+    names = array("I")
+    fixed, per_item = FIXED_WORDS, PER_ITEM_WORDS
+    pos, total = 0, len(words)
+    while pos < total:
+        if pos + 3 > total:
+            raise BTFError(f"type [{first + len(offsets)}]: truncated record ({(total - pos) * 4} bytes left of 12)")
+        info = words[pos + 1]
+        kind = (info >> 24) & 0x1F
+        extra = fixed[kind]
+        if extra < 0:
+            raise BTFError(f"type [{first + len(offsets)}]: unknown kind {kind}")
+        step = 3 + extra + per_item[kind] * (info & 0xFFFF)
+        if pos + step > total:
+            raise BTFError(
+                f"type [{first + len(offsets)}] ({Kind(kind).name}, vlen {info & 0xFFFF}): "
+                f"needs {step * 4} bytes, {(total - pos) * 4} left in the type section"
+            )
+        offsets.append(pos)
+        names.append(words[pos])
+        pos += step
+        if first + len(offsets) > MAX_TYPES + 1:
+            raise BTFError(f"more than {MAX_TYPES} BTF types")
+    return offsets, names
+
+
+def type_section(data: bytes | bytearray) -> tuple[int, int]:
+    """``(start, end)`` byte offsets of the type section of native-order BTF ``data``."""
+    if len(data) < HEADER_SIZE:
+        raise BTFError(f"BTF data too short for its header ({len(data)} of {HEADER_SIZE} bytes)")
+    magic, _, _, hdr_len, type_off, type_len, _, _ = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise BTFError(f"BTF magic {magic:#x} is not {MAGIC:#x} in this machine's byte order ({sys.byteorder})")
+    start = hdr_len + type_off
+    if start + type_len > len(data) or start % 4 and type_len:
+        raise BTFError(f"BTF type section ({start}+{type_len}) runs past the data ({len(data)} bytes)")
+    return start, start + type_len
+
+
+def record_offsets(data: bytes | bytearray) -> list[int]:
+    """The byte offset in native-order BTF ``data`` of each of its type records, in id order."""
+    start, end = type_section(data)
+    words = array("I", bytes(data[start:end]))
+    offsets, _ = index_records(words, 1)
+    return [start + 4 * word for word in offsets]
+
+
+def set_datasec(data: bytearray, at: int, size: int, secinfos: list[tuple[int, int, int]]) -> None:
+    """Rewrite the DATASEC record at byte ``at``: its ``size`` and its ``(type, offset, size)``
+    variables (as many as the record has)."""
+    _, info, _ = struct.unpack_from("=III", data, at)
+    if (info >> 24) & 0x1F != Kind.DATASEC or info & 0xFFFF != len(secinfos):
+        raise BTFError(f"the record at byte {at} is not a DATASEC of {len(secinfos)} variables")
+    struct.pack_into("=I", data, at + 8, size)
+    for i, record in enumerate(secinfos):
+        struct.pack_into("=III", data, at + TYPE_SIZE + 12 * i, *record)
