@@ -118,8 +118,8 @@ class _Loader:
                 self.btf = load_btf(self.spec.btf.data)
             for name, spec in self.spec.maps.items():
                 self.maps[name] = _noting(f"map {name!r}", self._map, name, spec)
-            for name, spec in self.spec.programs.items():
-                self.programs[name] = _noting(f"program {name!r} (section {spec.section!r})", self._program, spec)
+            for name, program in self.spec.programs.items():
+                self.programs[name] = _noting(f"program {name!r} (section {program.section!r})", self._program, program)
             for name, spec in self.spec.maps.items():
                 _noting(f"the static values of map {name!r}", self._static_values, name, spec)
         except BaseException:

@@ -104,7 +104,7 @@ def load(btf: BTF | bytes, name: str = "") -> BtfHandle:
     except BPFError as err:
         if err.errno in (errno.EPERM, errno.EACCES):
             raise
-        refusal = err.errno
+        refusal = err.errno or errno.EINVAL
     log = ctypes.create_string_buffer(LOG_SIZE)
     try:
         fd = btf_load(data, log, log_level=1, name=name)

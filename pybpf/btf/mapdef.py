@@ -134,5 +134,5 @@ def map_defs(btf: BTF, section: str = MAPS_SECTION) -> dict[str, MapDef]:
             var = btf.type_by_id(secinfo.type)
             if not isinstance(var, Var):
                 raise BTFError(f"{section}: {var.describe()} is not a variable")
-            found[var.name] = map_def(btf, var.type, var.name)
+            found[var.name] = map_def(btf, btf.type_by_id(var.type), var.name)
     return found

@@ -12,6 +12,7 @@ import struct
 import sys
 from array import array
 from collections.abc import Callable
+from typing import TypeVar
 
 from ..errors import BTFError
 from .layout import HEADER_SIZE, index_records
@@ -109,7 +110,7 @@ class _Decoder:
 
     __slots__ = ("words", "offsets", "strings", "first", "total", "_by_kind")
 
-    def __init__(self, words: array, offsets: array, strings: StringTable, first: int, total: int) -> None:
+    def __init__(self, words: array[int], offsets: array[int], strings: StringTable, first: int, total: int) -> None:
         self.words = words
         self.offsets = offsets
         self.strings = strings
@@ -207,7 +208,10 @@ class _Decoder:
         return Datasec(id=i, name=name, size=size, vars=secinfo)
 
 
-def _enum_or_int(cls: type, value: int) -> int:
+_E = TypeVar("_E", FuncLinkage, VarLinkage)
+
+
+def _enum_or_int(cls: type[_E], value: int) -> _E | int:
     """``cls(value)`` when ``value`` is a known member, else the plain int (kept for round trips)."""
     try:
         return cls(value)

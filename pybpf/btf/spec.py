@@ -51,7 +51,7 @@ class _Lazy:
 
     __slots__ = ("decode", "name_offsets")
 
-    def __init__(self, decode: Callable[[int], Type], name_offsets: array) -> None:
+    def __init__(self, decode: Callable[[int], Type], name_offsets: array[int]) -> None:
         self.decode = decode
         self.name_offsets = name_offsets
 
@@ -243,7 +243,7 @@ class BTF:
                     raise BTFError(f"{start.describe()}: size overflows 32 bits")
                 current = self.type_by_id(current.type)
             elif isinstance(current, (*MODIFIERS, Var)):
-                current = self.type_by_id(current.type)  # type: ignore[union-attr]
+                current = self.type_by_id(current.type)
             else:
                 raise BTFError(f"{start.describe()}: {current.describe()} has no size")
         else:
