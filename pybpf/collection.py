@@ -20,11 +20,13 @@ from ._sys.constants import MapType, Pinning
 from .asm.patch import set_map
 from .btf import BtfHandle
 from .btf import load as load_btf
+from .btf.typed import map_types
 from .elf import ElfObject, ObjectBTF, read_object
 from .errors import BPFError
 from .map import Map, MapInfo, MapSpec
 from .map.spec import map_type_name
 from .map.codec import possible_cpus
+from .map.create import _BTF_TYPES  # moves to _sys/traits.py (map types the kernel gives BTF types)
 from .programs import Program, ProgramSpec
 
 DEFAULT_PIN_ROOT = Path("/sys/fs/bpf")
@@ -138,6 +140,10 @@ class _Loader:
             changes["inner_map"] = spec.inner_map.copy(btf=self.btf)
         if spec.type in _FD_VALUES:
             changes["contents"] = ()  # filled once every map and program exists
+        if self.spec.btf is not None and spec.type in _BTF_TYPES and (spec.key is None or spec.value is None):
+            key, value = map_types(self.spec.btf.types, spec.btf_key_type_id, spec.btf_value_type_id, name, spec.key_size or 0, spec.value_size or 0)
+            changes["key"] = spec.key if spec.key is not None else key
+            changes["value"] = spec.value if spec.value is not None else value
         if spec.type == MapType.PERF_EVENT_ARRAY and not spec.max_entries:
             changes["max_entries"] = possible_cpus()
         if changes:

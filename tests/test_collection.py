@@ -115,7 +115,7 @@ def test_rodata_is_frozen(features: Collection) -> None:
     assert rodata.flags == MapFlags.RDONLY_PROG | MapFlags.MMAPABLE and rodata.name == "features.rodata"
     with pytest.raises(PermissionDeniedError):
         rodata[0] = bytes(rodata.value_size)
-    assert b"hello\0" in rodata[0]
+    assert b"hello\0" in bytes(rodata[0])
 
 
 def test_btf_only_where_the_kernel_takes_it(features: Collection) -> None:
@@ -163,7 +163,7 @@ def test_pinned_map_is_reused(objects: dict[str, Path], pin_dir: Path, no_fd_lea
         assert os.listdir(pin_dir) == ["pinned_counts"]
         assert first.maps["pinned_counts"].id == second.maps["pinned_counts"].id
         first.maps["pinned_counts"][7] = 42
-        assert struct.unpack("=Q", second.maps["pinned_counts"][7]) == (42,)
+        assert second.maps["pinned_counts"][7] == 42  # typed from the pinned map's BTF
     assert os.listdir(pin_dir) == ["pinned_counts"]  # the pin outlives the collections
 
 

@@ -35,6 +35,7 @@ OBJECTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "seed_maps_nobtf": ("seed_maps.c", ("-g0",)),
     "xskmap": ("xskmap.c", ()),
     "features": ("features.c", ()),
+    "typed": ("typed.c", ()),
     "sockets": ("sockets.c", ()),
     "pinned": ("pinned.c", ()),
     "pinned32": ("pinned.c", ("-DENTRIES=32",)),

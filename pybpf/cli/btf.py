@@ -52,7 +52,7 @@ def _source(words: list[str]) -> BTF:
         with BtfHandle.from_id(_int(_take(words, "a BTF id"), "BTF id")) as handle:
             return handle.btf()
     if how == "map":
-        with Map.from_id(_int(_take(words, "a map id"), "map id")) as m:
+        with Map.from_id(_int(_take(words, "a map id"), "map id"), typed=False) as m:
             btf_id = m.info().btf_id
         if not btf_id:
             raise UsageError("that map has no BTF")

@@ -31,10 +31,10 @@ def _select(words: list[str]) -> list[MapInfo]:
     """``id N`` | ``pinned PATH`` | ``name NAME`` -> the matching maps' info."""
     how = _take(words, "'id N', 'pinned PATH' or 'name NAME'")
     if how == "id":
-        with Map.from_id(_int(_take(words, "a map id"), "map id")) as m:
+        with Map.from_id(_int(_take(words, "a map id"), "map id"), typed=False) as m:
             return [m.info()]
     if how == "pinned":
-        with Map.from_pin(_take(words, "a pin path")) as m:
+        with Map.from_pin(_take(words, "a pin path"), typed=False) as m:
             return [m.info()]
     if how == "name":
         name = _take(words, "a map name")
@@ -49,7 +49,7 @@ def _open_one(words: list[str]) -> Map:
     infos = _select(words)
     if len(infos) > 1:
         raise UsageError(f"{len(infos)} maps are named {infos[0].name!r}: use 'id N' (ids {', '.join(str(i.id) for i in infos)})")
-    return Map.from_id(infos[0].id)
+    return Map.from_id(infos[0].id, typed=False)
 
 
 def _int(text: str, what: str) -> int:
@@ -105,7 +105,7 @@ def _show_record(info: MapInfo) -> dict[str, Any]:
         "max_entries": info.max_entries,
     }
     try:
-        with Map.from_id(info.id) as m:
+        with Map.from_id(info.id, typed=False) as m:
             fdinfo = _fdinfo(m)
     except pybpf.BPFError:
         fdinfo = {}
@@ -174,7 +174,7 @@ class _Typed:
     def __call__(self, key: bytes, value: bytes | list[bytes]) -> dict[str, Any] | None:
         if self.btf is None:
             return None
-        from ..btf.values import format_value
+        from ..btf.typed import format_value
 
         def one(type_id: int, data: bytes) -> Any:
             return format_value(self.btf, type_id, data) if type_id else data.hex()
