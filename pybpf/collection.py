@@ -20,9 +20,10 @@ from ._sys.constants import MapType, Pinning
 from .asm.patch import set_map
 from .btf import BtfHandle
 from .btf import load as load_btf
+from .btf.core import POISON, Poisoned, kernel_targets, relocate
 from .btf.typed import map_types
 from .elf import ElfObject, ObjectBTF, read_object
-from .errors import BPFError
+from .errors import BPFError, VerifierError
 from .map import Map, MapInfo, MapSpec
 from .map.spec import map_type_name
 from .map.codec import possible_cpus
@@ -167,6 +168,10 @@ class _Loader:
 
     def _program(self, spec: ProgramSpec) -> Program:
         code = bytearray(spec.instructions())
+        poisoned: list[Poisoned] = []
+        if spec.core_relos:
+            assert self.spec.btf is not None
+            poisoned = relocate(code, spec.core_relos, self.spec.btf.types, kernel_targets(), spec.name)
         for ref in spec.references:
             try:
                 set_map(code, ref.insn, self.maps[ref.map].fd, ref.offset)
@@ -175,7 +180,14 @@ class _Loader:
         btf = spec.btf
         if btf is None and (spec.func_info or spec.line_info):
             btf = self.btf
-        return Program.load(spec.copy(insns=bytes(code), btf=btf))
+        try:
+            return Program.load(spec.copy(insns=bytes(code), btf=btf))
+        except VerifierError as err:
+            if not poisoned or str(POISON) not in err.log:
+                raise
+            reasons = "; ".join(f"instruction {p.insn}: {p.description}" for p in poisoned)
+            raise VerifierError(err.errno or errno.EINVAL, err.op, err.name, log=err.log,
+                                message=f"CO-RE relocations of program {spec.name!r} failed and the verifier reached them: {reasons}") from None
 
     def _static_values(self, name: str, spec: MapSpec) -> None:
         """Put the inner maps and programs named in ``contents`` in their slots."""
@@ -212,8 +224,8 @@ def _check(spec: CollectionSpec) -> None:
     for name, program in spec.programs.items():
         if not program.type:
             raise ValueError(f"program {name!r}: section {program.section!r} does not say its type; set CollectionSpec.programs[{name!r}].type")
-        if program.core_relos:
-            raise ValueError(f"program {name!r} uses CO-RE relocations (preserve_access_index, BPF_CORE_READ), which pybpf does not apply")
+        if program.core_relos and spec.btf is None:
+            raise ValueError(f"program {name!r} has CO-RE relocations but the collection has no BTF to read them with")
         for ref in program.references:
             if ref.map not in spec.maps:
                 raise ValueError(f"program {name!r} refers to map {ref.map!r}, which is not in the collection's maps")

@@ -36,6 +36,7 @@ OBJECTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "xskmap": ("xskmap.c", ()),
     "features": ("features.c", ()),
     "typed": ("typed.c", ()),
+    "core": ("core.c", ()),
     "sockets": ("sockets.c", ()),
     "pinned": ("pinned.c", ()),
     "pinned32": ("pinned.c", ("-DENTRIES=32",)),
