@@ -18,17 +18,21 @@ from typing import Any, TypeVar
 
 from ._sys.constants import MapType, Pinning
 from .asm.patch import set_map
-from .btf import BtfHandle
+from .btf import BTF, BtfHandle
 from .btf import load as load_btf
 from .btf.core import POISON, Poisoned, kernel_targets, relocate
 from .btf.typed import map_types
 from .elf import ElfObject, ObjectBTF, read_object
+from .elf.btf import KCONFIG
+from .externs import kconfig_data
+from .externs import resolve as resolve_externs
 from .errors import BPFError, VerifierError
 from .map import Map, MapInfo, MapSpec
 from .map.spec import map_type_name
 from .map.codec import possible_cpus
 from .map.create import _BTF_TYPES  # moves to _sys/traits.py (map types the kernel gives BTF types)
 from .programs import Program, ProgramSpec
+from .variables import Variables, VariableSpecs
 
 DEFAULT_PIN_ROOT = Path("/sys/fs/bpf")
 """Where maps pinned by name go when ``load`` is given no ``pin_root`` (libbpf's default)."""
@@ -49,6 +53,17 @@ class CollectionSpec:
     maps: dict[str, MapSpec] = dataclasses.field(default_factory=dict)
     programs: dict[str, ProgramSpec] = dataclasses.field(default_factory=dict)
     btf: ObjectBTF | None = None
+    kconfig: str | os.PathLike[str] | None = None
+    """The kernel configuration ``__kconfig`` externs read (default: ``/proc/config.gz``, then
+    ``/boot/config-$(uname -r)``)."""
+
+    @property
+    def variables(self) -> VariableSpecs:
+        """Global variables by name (``.data``, ``.rodata``, ``.bss``): set initial values before
+        ``load()``, checked against their BTF types (size, range)."""
+        if self.btf is None:
+            raise ValueError("the object has no BTF: its global variables have no names or types")
+        return VariableSpecs(self.btf.types, self.maps)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> CollectionSpec:
@@ -75,10 +90,19 @@ class CollectionSpec:
 class Collection:
     """Loaded ``maps`` and ``programs`` by name. Owns them: ``close()`` (or ``with``) closes them all."""
 
-    def __init__(self, maps: dict[str, Map], programs: dict[str, Program]) -> None:
-        """Take ownership of ``maps`` and ``programs``."""
+    def __init__(self, maps: dict[str, Map], programs: dict[str, Program], btf: BTF | None = None) -> None:
+        """Take ownership of ``maps`` and ``programs``; ``btf`` (the object's) names their variables."""
         self.maps = maps
         self.programs = programs
+        self._btf = btf
+
+    @property
+    def variables(self) -> Variables:
+        """Global variables by name, read and written through the data maps' memory (``.rodata``
+        reads only)."""
+        if self._btf is None:
+            raise ValueError("the collection has no BTF: its global variables have no names or types")
+        return Variables(self._btf, self.maps)
 
     def close(self) -> None:
         """Close every program and map (pinned and attached ones live on). Idempotent."""
@@ -131,7 +155,7 @@ class _Loader:
         finally:
             if self.btf is not None:
                 self.btf.close()
-        return Collection(self.maps, self.programs)
+        return Collection(self.maps, self.programs, self.spec.btf.types if self.spec.btf is not None else None)
 
     def _map(self, name: str, spec: MapSpec) -> Map:
         changes: dict[str, Any] = {}
@@ -145,6 +169,8 @@ class _Loader:
             key, value = map_types(self.spec.btf.types, spec.btf_key_type_id, spec.btf_value_type_id, name, spec.key_size or 0, spec.value_size or 0)
             changes["key"] = spec.key if spec.key is not None else key
             changes["value"] = spec.value if spec.value is not None else value
+        if name == KCONFIG and self.spec.btf is not None:
+            changes["contents"] = ((0, kconfig_data(self.spec.btf.externs.values(), self.spec.btf.types, spec.value_size or 0, self.spec.kconfig)),)
         if spec.type == MapType.PERF_EVENT_ARRAY and not spec.max_entries:
             changes["max_entries"] = possible_cpus()
         if changes:
@@ -155,7 +181,7 @@ class _Loader:
             return _reuse(name, spec, path)
         created = Map.create(spec)
         try:
-            if name.startswith(".rodata"):
+            if name.startswith(".rodata") or name == KCONFIG:
                 created.freeze()
             if path is not None:
                 self.pin_root.mkdir(parents=True, exist_ok=True)
@@ -172,6 +198,9 @@ class _Loader:
         if spec.core_relos:
             assert self.spec.btf is not None
             poisoned = relocate(code, spec.core_relos, self.spec.btf.types, kernel_targets(), spec.name)
+        if spec.externs:
+            assert self.spec.btf is not None
+            resolve_externs(code, spec.externs, self.spec.btf.externs, self.spec.btf.types, spec.name)
         for ref in spec.references:
             try:
                 set_map(code, ref.insn, self.maps[ref.map].fd, ref.offset)
@@ -224,8 +253,8 @@ def _check(spec: CollectionSpec) -> None:
     for name, program in spec.programs.items():
         if not program.type:
             raise ValueError(f"program {name!r}: section {program.section!r} does not say its type; set CollectionSpec.programs[{name!r}].type")
-        if program.core_relos and spec.btf is None:
-            raise ValueError(f"program {name!r} has CO-RE relocations but the collection has no BTF to read them with")
+        if (program.core_relos or program.externs) and spec.btf is None:
+            raise ValueError(f"program {name!r} has CO-RE relocations or externs but the collection has no BTF to read them with")
         for ref in program.references:
             if ref.map not in spec.maps:
                 raise ValueError(f"program {name!r} refers to map {ref.map!r}, which is not in the collection's maps")

@@ -226,7 +226,7 @@ _ENUM_VALUES = st.lists(st.integers(0, 2**31 - 1), min_size=1, max_size=3, uniqu
 _SCALARS = st.one_of(
     _ints(),
     st.just(("char",)),
-    st.tuples(st.just("enum"), st.sampled_from([1, 2, 4, 8]), _ENUM_VALUES, st.booleans()),
+    st.tuples(st.just("enum"), st.sampled_from([4, 8]), _ENUM_VALUES, st.booleans()),  # the kernel checks enum members as 4 bytes
     st.tuples(st.just("enum64"), st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=3, unique=True)),
     st.just(("ptr",)),
     st.tuples(st.just("float"), st.sampled_from([4, 8])),

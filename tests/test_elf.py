@@ -37,6 +37,7 @@ OBJECTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "features": ("features.c", ()),
     "typed": ("typed.c", ()),
     "core": ("core.c", ()),
+    "core_poisoned": ("core_poisoned.c", ()),
     "sockets": ("sockets.c", ()),
     "pinned": ("pinned.c", ()),
     "pinned32": ("pinned.c", ("-DENTRIES=32",)),

@@ -98,3 +98,33 @@ def set_datasec(data: bytearray, at: int, size: int, secinfos: list[tuple[int, i
     struct.pack_into("=I", data, at + 8, size)
     for i, record in enumerate(secinfos):
         struct.pack_into("=III", data, at + TYPE_SIZE + 12 * i, *record)
+
+
+def set_var(data: bytearray, at: int, type_id: int, linkage: int) -> None:
+    """Rewrite the VAR record at byte ``at``: its type and linkage."""
+    _, info, _ = struct.unpack_from("=III", data, at)
+    if (info >> 24) & 0x1F != Kind.VAR:
+        raise BTFError(f"the record at byte {at} is not a VAR")
+    struct.pack_into("=I", data, at + 8, type_id)
+    struct.pack_into("=I", data, at + TYPE_SIZE, linkage)
+
+
+def set_func_linkage(data: bytearray, at: int, linkage: int) -> None:
+    """Rewrite the linkage (``vlen``) of the FUNC record at byte ``at``."""
+    _, info, _ = struct.unpack_from("=III", data, at)
+    if (info >> 24) & 0x1F != Kind.FUNC:
+        raise BTFError(f"the record at byte {at} is not a FUNC")
+    struct.pack_into("=I", data, at + 4, (info & ~0xFFFF) | linkage)
+
+
+def datasec_to_struct(data: bytearray, at: int, member_type: int, member_size: int) -> None:
+    """Rewrite the DATASEC record at byte ``at`` into an anonymous STRUCT of as many unnamed
+    ``member_type`` members, ``member_size`` bytes apart (the same record length: both kinds
+    have 12-byte items). For kernels or sections where a DATASEC cannot stand."""
+    _, info, _ = struct.unpack_from("=III", data, at)
+    if (info >> 24) & 0x1F != Kind.DATASEC:
+        raise BTFError(f"the record at byte {at} is not a DATASEC")
+    vlen = info & 0xFFFF
+    struct.pack_into("=III", data, at, 0, (Kind.STRUCT << 24) | vlen, vlen * member_size)
+    for i in range(vlen):
+        struct.pack_into("=III", data, at + TYPE_SIZE + 12 * i, 0, member_type, i * member_size * 8)

@@ -88,6 +88,25 @@ class Layout:
         """The type a map key or value decodes to (``ctype``, with top-level conversions), or None."""
         return self.ctype
 
+    def decode(self, data: bytes | bytearray | memoryview) -> Any:
+        """``size`` bytes as the Python value a map lookup gives (bytes where ctypes cannot say it)."""
+        raw = bytes(data[: self.size])
+        py = self.python()
+        if py is None:
+            return raw
+        value = py.from_buffer_copy(raw)
+        return value.value if isinstance(value, ctypes._SimpleCData) else value
+
+    def encode(self, value: Any, what: str = "value") -> bytes:
+        """``value`` as exactly ``size`` bytes, checked against the type (``TypeError``/``ValueError`` naming ``what``)."""
+        if isinstance(value, ctypes.Structure | ctypes.Union | ctypes.Array | ctypes._SimpleCData):
+            value = bytes(value)
+        if isinstance(value, bytes | bytearray | memoryview):
+            if len(value) != self.size:
+                raise ValueError(f"{what} must be {self.size} bytes, got {len(value)}")
+            return bytes(value)
+        raise TypeError(f"{what} must be bytes-like or a ctypes instance of {self.size} bytes, not {type(value).__name__}")
+
 
 def _spend(budget: list[int], count: int) -> None:
     if count > budget[0]:
@@ -120,6 +139,11 @@ class _IntLayout(Layout):
             why = f"{t.describe()} is a {t.bits}-bit integer at bit {t.offset} of {t.size} bytes"
         super().__init__(t.size, ctype, why, t.name)
         self.signed, self.encoding, self.bits, self.bit_offset = t.signed, t.encoding, t.bits, t.offset
+
+    def encode(self, value: Any, what: str = "value") -> bytes:
+        if isinstance(value, int) and self.ctype is not None:
+            return _int_bytes(int(value), self.size, self.signed, what)
+        return super().encode(value, what)
 
     def _format(self, data: bytes, offset: int, bit: int, budget: list[int]) -> Any:
         _spend(budget, 1)
@@ -161,6 +185,19 @@ class _EnumLayout(Layout):
 
     def python(self) -> Any:
         return self.py
+
+    def encode(self, value: Any, what: str = "value") -> bytes:
+        if isinstance(value, int) and self.ctype is not None:
+            return _int_bytes(int(value), self.size, self.signed, what)
+        return super().encode(value, what)
+
+
+def _int_bytes(value: int, size: int, signed: bool, what: str) -> bytes:
+    """``value`` in ``size`` native-order bytes; ``ValueError`` naming ``what`` and the range."""
+    low, high = (-(1 << (8 * size - 1)), (1 << (8 * size - 1)) - 1) if signed else (0, (1 << (8 * size)) - 1)
+    if not low <= value <= high:
+        raise ValueError(f"{what} {value} is out of range for its {size}-byte {'signed' if signed else 'unsigned'} type ({low}..{high})")
+    return value.to_bytes(size, sys.byteorder, signed=signed)
 
 
 def _enum_ctype(t: Enum | Enum64, base: Any) -> Any:
@@ -216,6 +253,11 @@ class _FloatLayout(Layout):
     def python(self) -> Any:
         return self.py
 
+    def encode(self, value: Any, what: str = "value") -> bytes:
+        if isinstance(value, float | int) and not isinstance(value, bool) and self.size in (4, 8):
+            return struct.pack("=f" if self.size == 4 else "=d", value)
+        return super().encode(value, what)
+
 
 class _PointerLayout(Layout):
     __slots__ = ()
@@ -226,6 +268,11 @@ class _PointerLayout(Layout):
     def _format(self, data: bytes, offset: int, bit: int, budget: list[int]) -> Any:
         _spend(budget, 1)
         return int.from_bytes(data[offset : offset + 8], sys.byteorder)
+
+    def encode(self, value: Any, what: str = "value") -> bytes:
+        if isinstance(value, int):
+            return _int_bytes(value, 8, False, what)
+        return super().encode(value, what)
 
 
 class _ArrayLayout(Layout):
@@ -256,6 +303,14 @@ class _ArrayLayout(Layout):
         element, size = self.element, self.element.size
         budget[0] += self.nelems
         return [element._format(data, offset + i * size, 0, budget) for i in range(self.nelems)]
+
+    def encode(self, value: Any, what: str = "value") -> bytes:
+        if self.is_char and isinstance(value, str | bytes | bytearray):
+            raw = value.encode() if isinstance(value, str) else bytes(value)
+            if len(raw) > self.nelems:
+                raise ValueError(f"{what} is {len(raw)} bytes, more than its char[{self.nelems}]")
+            return raw + bytes(self.nelems - len(raw))
+        return super().encode(value, what)
 
     def python(self) -> Any:
         if self.is_char and self.ctype is not None:

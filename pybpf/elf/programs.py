@@ -16,8 +16,8 @@ from .._sys.constants import ProgramType
 from ..asm.insn import CALL, LD_IMM64, PSEUDO_CALL, PSEUDO_FUNC, PSEUDO_KFUNC_CALL
 from ..asm.patch import INSN_SIZE, code_at, imm_at, set_imm, set_src, src_at
 from ..btf import CoreRelo, FuncInfo, LineInfo
-from ..programs.spec import MapReference, ProgramSpec
-from .btf import ObjectBTF
+from ..programs.spec import ExternReference, MapReference, ProgramSpec
+from .btf import KCONFIG, ObjectBTF
 from .maps import ObjectMaps
 from .names import kernel_name
 from .reader import ElfFile, Relocation, Section
@@ -70,6 +70,7 @@ def read_programs(elf: ElfFile, btf: ObjectBTF | None, maps: ObjectMaps) -> dict
             section=function.section.name,
             references=references,
             core_relos=core_relos,
+            externs=tuple(linker.extern_refs),
         )
     return programs
 
@@ -125,6 +126,7 @@ class _Linker:
     def __init__(self, elf: ElfFile, btf: ObjectBTF | None, maps: ObjectMaps, starts: dict[tuple[int, int], _Function]) -> None:
         self.elf, self.maps, self.starts = elf, maps, starts
         self.ext = btf.ext if btf is not None else None
+        self.externs = btf.externs if btf is not None else {}
         self.ext_index: dict[str, _ExtIndex] = {}
         self.relocations = {s.index: _relocations_by_insn(elf, s) for s in elf.sections if s.executable}
         self.sorted_relocations = {index: sorted(found) for index, found in self.relocations.items()}
@@ -135,6 +137,7 @@ class _Linker:
         self.placed: dict[tuple[int, int], int] = {}
         self.order: list[_Function] = []
         self.references: list[MapReference] = []
+        self.extern_refs: list[ExternReference] = []
         self._place(entry)
         done = 0
         while done < len(self.order):
@@ -192,15 +195,14 @@ class _Linker:
                 return
         imm = imm_at(section.data, index)
         if symbol.section is None:
-            raise elf.fail(f"{_where(function, index)}: refers to {symbol.name!r}, which the object does not define (externs, kfuncs and ksyms are not supported)")
+            self._extern(function, index, here, code, src, imm, symbol.name)
+            return
         target_section = elf.sections[symbol.section]
         if code == CALL and src == PSEUDO_CALL:
             if symbol.value % INSN_SIZE:
                 raise elf.fail(f"{_where(function, index)}: call target {symbol.name!r} is not at an instruction")
             target = self._function_at(target_section, symbol.value // INSN_SIZE + imm + 1, function, index)
             self._set_imm(here, self._place(target) - here - 1, function, index)
-        elif code == CALL and src == PSEUDO_KFUNC_CALL:
-            raise elf.fail(f"{_where(function, index)}: calls kernel function {symbol.name!r}; kfuncs are not supported")
         elif code != LD_IMM64 or index + 1 >= function.end:
             raise elf.fail(f"{_where(function, index)}: a relocation against {symbol.name!r} on an instruction that is not ld_imm64 or a call")
         elif target_section.executable:
@@ -212,6 +214,25 @@ class _Linker:
             set_src(self.code, here, PSEUDO_FUNC)
         else:
             raise elf.fail(f"{_where(function, index)}: refers to {symbol.name!r} in section {target_section.name!r}, which is not a map, global data or code")
+
+    def _extern(self, function: _Function, index: int, here: int, code: int, src: int, imm: int, name: str) -> None:
+        """A reference to an extern: a ``.kconfig`` variable (an address in the ``.kconfig`` map), a
+        kernel variable (``ld_imm64``) or a kernel function (a call), both resolved at load."""
+        found = self.externs.get(name)
+        if found is None:
+            raise self.elf.fail(f"{_where(function, index)}: refers to {name!r}, which the object neither defines nor declares as __kconfig or __ksym")
+        if found.section == KCONFIG:
+            if code != LD_IMM64 or index + 1 >= function.end:
+                raise self.elf.fail(f"{_where(function, index)}: {name!r} (__kconfig) is not loaded by an ld_imm64")
+            self.references.append(MapReference(here, KCONFIG, found.offset + imm))
+        elif found.function:
+            if code != CALL or src != PSEUDO_KFUNC_CALL:
+                raise self.elf.fail(f"{_where(function, index)}: kernel function {name!r} is not called")
+            self.extern_refs.append(ExternReference(here, name, function=True))
+        else:
+            if code != LD_IMM64 or index + 1 >= function.end:
+                raise self.elf.fail(f"{_where(function, index)}: kernel variable {name!r} is not loaded by an ld_imm64")
+            self.extern_refs.append(ExternReference(here, name))
 
     def _function_at(self, section: Section, index: int, caller: _Function, at: int) -> _Function:
         found = self.starts.get((section.index, index))

@@ -27,6 +27,17 @@ class MapReference:
     offset: int | None = None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ExternReference:
+    """An instruction that refers to a kernel symbol (``__ksym``): an ``ld_imm64`` of a kernel
+    variable's address (``function`` False) or a call of a kernel function; loading resolves
+    ``name`` against the running kernel."""
+
+    insn: int
+    name: str
+    function: bool = False
+
+
 @dataclasses.dataclass
 class ProgramSpec:
     """Everything ``BPF_PROG_LOAD`` needs: ``type``, ``insns`` (``Insn`` list, ``Assembler`` or bytes),
@@ -37,7 +48,7 @@ class ProgramSpec:
 
     A program read from an object file also has its ``section``, the map ``references`` that
     loading fills with fds, and its CO-RE relocations (``core_relos``, applied at load against the
-    running kernel's BTF).
+    running kernel's BTF) and references to kernel symbols (``externs``, resolved at load).
     """
 
     type: ProgramType | int
@@ -53,6 +64,7 @@ class ProgramSpec:
     section: str = ""
     references: Sequence[MapReference] = ()
     core_relos: Sequence[CoreRelo] = ()
+    externs: Sequence[ExternReference] = ()
 
     def instructions(self) -> bytes:
         """The encoded instructions (an ``Assembler`` is assembled, labels resolved)."""

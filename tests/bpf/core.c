@@ -1,8 +1,9 @@
 /* A CO-RE program in the libbpf-tools style, compiled once and loaded on every kernel: it reads
  * the current task's pid, tgid, real_parent->tgid and comm with BPF_CORE_READ, the task state
  * under whichever name this kernel gives it (bpf_core_field_exists on a ___flavor), an enum
- * value, and a field no kernel has (its read is poisoned but never reached). Run it with
- * BPF_PROG_TEST_RUN: a raw tracepoint program runs in the calling task. */
+ * value, and a field no kernel has (its read is poisoned but never reached); externs: the
+ * kernel version, configuration values, a kernel symbol's address, a weak symbol no kernel has.
+ * Run it with BPF_PROG_TEST_RUN: a raw tracepoint program runs in the calling task. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
@@ -25,12 +26,20 @@ struct task_struct___never {     /* no kernel has this field */
 
 enum pid_type { PIDTYPE_PID, PIDTYPE_TGID, PIDTYPE_PGID, PIDTYPE_SID, PIDTYPE_MAX };
 
+extern int LINUX_KERNEL_VERSION __kconfig;
+extern _Bool CONFIG_BPF_SYSCALL __kconfig __weak;
+extern int CONFIG_PYBPF_NEVER __kconfig __weak;
+extern const void bpf_map_put __ksym;
+extern const void pybpf_no_such_symbol __ksym __weak;
+
 const volatile int target_tgid = 0;      /* set through CollectionSpec.variables before load */
 
 int pid, tgid, parent_tgid, has_new_state, has_never;
 long state = -1, pgid_value = -1, max_value = -1, task_size = -1;
 char comm[16];
 int runs;
+int kernel_version, bpf_syscall = -1, never_config = -1;
+long map_put_address, missing_address = -1;
 
 SEC("raw_tp/sys_enter")
 int read_task(void *ctx)
@@ -56,6 +65,11 @@ int read_task(void *ctx)
 	pgid_value = bpf_core_enum_value(enum pid_type, PIDTYPE_PGID);
 	max_value = bpf_core_enum_value(enum pid_type, PIDTYPE_MAX);
 	task_size = bpf_core_type_size(struct task_struct);
+	kernel_version = LINUX_KERNEL_VERSION;
+	bpf_syscall = CONFIG_BPF_SYSCALL;
+	never_config = CONFIG_PYBPF_NEVER;
+	map_put_address = (long)&bpf_map_put;
+	missing_address = (long)&pybpf_no_such_symbol;
 	runs++;
 	return 0;
 }
