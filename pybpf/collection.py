@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ._sys.constants import MapType, Pinning
+from ._sys.traits import MAP_TYPES
 from .asm.patch import set_map
 from .btf import BTF, BtfHandle
 from .btf import load as load_btf
@@ -30,7 +31,7 @@ from .errors import BPFError, VerifierError
 from .map import Map, MapInfo, MapSpec
 from .map.spec import map_type_name
 from .map.codec import possible_cpus
-from .map.create import _BTF_TYPES  # moves to _sys/traits.py (map types the kernel gives BTF types)
+from .pins import make_pin_dir
 from .programs import Program, ProgramSpec
 from .variables import Variables, VariableSpecs
 
@@ -165,7 +166,7 @@ class _Loader:
             changes["inner_map"] = spec.inner_map.copy(btf=self.btf)
         if spec.type in _FD_VALUES:
             changes["contents"] = ()  # filled once every map and program exists
-        if self.spec.btf is not None and spec.type in _BTF_TYPES and (spec.key is None or spec.value is None):
+        if self.spec.btf is not None and _takes_btf_types(spec.type) and (spec.key is None or spec.value is None):
             key, value = map_types(self.spec.btf.types, spec.btf_key_type_id, spec.btf_value_type_id, name, spec.key_size or 0, spec.value_size or 0)
             changes["key"] = spec.key if spec.key is not None else key
             changes["value"] = spec.value if spec.value is not None else value
@@ -176,7 +177,7 @@ class _Loader:
         if changes:
             spec = spec.copy(**changes)
         path = self.pin_root / name if spec.pinning == Pinning.BY_NAME else None
-        if path is not None and os.path.exists(path):
+        if path is not None and os.path.lexists(path):
             self.reused.add(name)
             return _reuse(name, spec, path)
         created = Map.create(spec)
@@ -184,7 +185,7 @@ class _Loader:
             if name.startswith(".rodata") or name == KCONFIG:
                 created.freeze()
             if path is not None:
-                self.pin_root.mkdir(parents=True, exist_ok=True)
+                make_pin_dir(self.pin_root)
                 created.pin(path)
                 self.pinned.append(path)
         except BaseException:
@@ -248,6 +249,11 @@ def _noting(what: str, step: Callable[..., _T], *args: Any) -> _T:
         raise
 
 
+def _takes_btf_types(map_type: MapType | int) -> bool:
+    traits = MAP_TYPES.get(map_type)  # type: ignore[call-overload]
+    return traits is not None and traits.btf_types and not traits.fd_values
+
+
 def _check(spec: CollectionSpec) -> None:
     """Refuse, before any syscall, what cannot load: unknown program types, dangling names."""
     for name, program in spec.programs.items():
@@ -270,7 +276,7 @@ def _check(spec: CollectionSpec) -> None:
 
 def _reuse(name: str, spec: MapSpec, path: Path) -> Map:
     """The map pinned at ``path``, if it matches ``spec``; else an error listing the differences."""
-    found = Map.from_pin(path)
+    found = Map.from_pin(path, owner_only=True)
     try:
         differences = _differences(spec, found.info())
     except BaseException:
