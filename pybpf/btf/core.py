@@ -14,6 +14,7 @@ syscalls.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Iterator, Sequence
 
 from ..asm.insn import CALL, LD_IMM64, Class
@@ -44,6 +45,7 @@ MAX_SPEC_LEN = 64
 """``BPF_CORE_SPEC_MAX_LEN``: the deepest access string followed."""
 
 _MAX_DEPTH = 32
+_FLAVORED = re.compile(rb"[^\0]*[^_\0]___[^_\0][^\0]*")
 _FIELD_KINDS = {
     CoreReloKind.FIELD_BYTE_OFFSET, CoreReloKind.FIELD_BYTE_SIZE, CoreReloKind.FIELD_EXISTS, CoreReloKind.FIELD_SIGNED,
     CoreReloKind.FIELD_LSHIFT_U64, CoreReloKind.FIELD_RSHIFT_U64,
@@ -413,16 +415,22 @@ class Targets:
         self._modules = modules
         self._loaded: list[BTF] | None = None
         self._flavored: dict[int, dict[str, list[int]]] = {}
+        self._cache: dict[tuple[str, Kind], list[tuple[BTF, int]]] = {}
 
     def candidates(self, local: Type) -> list[tuple[BTF, int]]:
-        """Target types with ``local``'s essential name and a compatible kind."""
+        """Target types with ``local``'s essential name and a compatible kind (looked up once)."""
         name = essential_name(local.name)
+        key = (name, _core_kind(local))
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
         found = self._in(self.base, name, local)
         if not found:
             if self._loaded is None:
                 self._loaded = list(self._modules)
             for module in self._loaded:
                 found += [c for c in self._in(module, name, local) if c[1] >= module.first_id]
+        self._cache[key] = found
         return found
 
     def _in(self, btf: BTF, name: str, local: Type) -> list[tuple[BTF, int]]:
@@ -436,16 +444,17 @@ class Targets:
         return out
 
     def _flavors(self, btf: BTF) -> dict[str, list[int]]:
-        """Target types whose own names carry a ``___flavor`` suffix, by essential name."""
+        """Target types whose own names carry a ``___flavor`` suffix, by essential name (found by
+        scanning the string section for ``___``, without indexing every name)."""
         key = id(btf)
         found = self._flavored.get(key)
         if found is None:
             found = {}
-            for name, ids in btf._name_index().items():
-                if "___" in name:
-                    short = essential_name(name)
-                    if short != name:
-                        found.setdefault(short, []).extend(ids)
+            for match in _FLAVORED.finditer(btf.strings.data):
+                name = match.group().decode("utf-8", "surrogateescape")
+                short = essential_name(name)
+                if short != name:
+                    found.setdefault(short, []).extend(t.id for t in btf.find(name) if t.id >= btf.first_id)
             self._flavored[key] = found
         return found
 

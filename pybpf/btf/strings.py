@@ -35,6 +35,20 @@ class StringTable:
             return ""
         return self.data[rel : self.data.index(0, rel)].decode(*_CODEC)
 
+    def offsets_of(self, text: str) -> list[int]:
+        """Every offset in this section (not the base's) where the string ``text`` starts whole."""
+        raw = text.encode(*_CODEC)
+        if not raw:
+            return []
+        data, found = self.data, []
+        needle = raw + b"\0"
+        at = data.find(needle)
+        while at >= 0:
+            if at == 0 or data[at - 1] == 0:
+                found.append(self._start + at)
+            at = data.find(needle, at + 1)
+        return found
+
     def split(self) -> dict[int, str]:
         """Every string that starts right after a NUL, by offset (names sharing a tail are not listed)."""
         out: dict[int, str] = {}
