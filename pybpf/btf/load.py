@@ -19,6 +19,7 @@ from ..errors import BPFError, BTFLoadError
 from .build import btf_from_ctypes
 from .encode import encode
 from .parse import parse, vmlinux
+from .sanitize import sanitize
 from .spec import BTF
 
 LOG_SIZE = 256 * 1024
@@ -93,12 +94,13 @@ class BtfHandle(FdOwner):
 
 
 def load(btf: BTF | bytes, name: str = "") -> BtfHandle:
-    """Load BTF into the kernel (``BPF_BTF_LOAD``).
+    """Load BTF into the kernel (``BPF_BTF_LOAD``), kinds this kernel refuses rewritten first
+    (``pybpf.btf.sanitize``: ENUM64 before 6.0, TYPE_TAG before 5.17, ...).
 
     On refusal, raises ``BTFLoadError`` with the kernel's log (``.log``; its tail is in the message)
     and the errno of the refusal; ``PermissionDeniedError`` without CAP_BPF.
     """
-    data = encode(btf) if isinstance(btf, BTF) else bytes(btf)
+    data = sanitize(encode(btf) if isinstance(btf, BTF) else bytes(btf))
     try:
         return BtfHandle(btf_load(data, name=name))
     except BPFError as err:
