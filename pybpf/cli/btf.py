@@ -15,7 +15,8 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from .. import BTF, BtfHandle, Map
+from ..btf import BTF, BtfHandle
+from ..map import Map
 from ..btf import parse
 from ..btf.layout import HEADER, HEADER_SIZE, MAGIC
 from ..btf.types import (
