@@ -29,7 +29,7 @@ from .externs import kconfig_data
 from .externs import resolve as resolve_externs
 from .errors import BPFError, VerifierError
 from .map import Map, MapInfo, MapSpec
-from .map.spec import map_type_name
+from ._sys.traits import map_type_name
 from .map.codec import possible_cpus
 from .pins import make_pin_dir
 from .programs import Program, ProgramSpec
@@ -250,7 +250,7 @@ def _noting(what: str, step: Callable[..., _T], *args: Any) -> _T:
 
 
 def _takes_btf_types(map_type: MapType | int) -> bool:
-    traits = MAP_TYPES.get(map_type)  # type: ignore[call-overload]
+    traits = MAP_TYPES.get(map_type)  # type: ignore[arg-type]
     return traits is not None and traits.btf_types and not traits.fd_values
 
 
