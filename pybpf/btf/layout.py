@@ -41,31 +41,39 @@ def record_words(info: int) -> int:
 
 def index_records(words: array[int], first: int) -> tuple[array[int], array[int]]:
     """Where each type record of a type section starts (in words) and its name offset, checking
-    every kind and length against the words left. ``first`` is the id of the first type (for messages)."""
-    offsets = array("I")
-    names = array("I")
+    every kind and length against the words left. ``first`` is the id of the first type (for messages).
+
+    The hot loop of parsing vmlinux's 125k types: one bounds check per record (an ``IndexError``
+    means a truncated head), the last record's length checked once after the loop."""
     fixed, per_item = FIXED_WORDS, PER_ITEM_WORDS
+    starts: list[int] = []
+    append = starts.append
     pos, total = 0, len(words)
-    while pos < total:
-        if pos + 3 > total:
-            raise BTFError(f"type [{first + len(offsets)}]: truncated record ({(total - pos) * 4} bytes left of 12)")
-        info = words[pos + 1]
-        kind = (info >> 24) & 0x1F
-        extra = fixed[kind]
-        if extra < 0:
-            raise BTFError(f"type [{first + len(offsets)}]: unknown kind {kind}")
-        step = 3 + extra + per_item[kind] * (info & 0xFFFF)
-        if pos + step > total:
-            raise BTFError(
-                f"type [{first + len(offsets)}] ({Kind(kind).name}, vlen {info & 0xFFFF}): "
-                f"needs {step * 4} bytes, {(total - pos) * 4} left in the type section"
-            )
-        offsets.append(pos)
-        names.append(words[pos])
-        pos += step
-        if first + len(offsets) > MAX_TYPES + 1:
-            raise BTFError(f"more than {MAX_TYPES} BTF types")
-    return offsets, names
+    try:
+        while pos < total:
+            info = words[pos + 1]
+            kind = (info >> 24) & 0x1F
+            extra = fixed[kind]
+            if extra < 0:
+                raise BTFError(f"type [{first + len(starts)}]: unknown kind {kind}")
+            append(pos)
+            pos += 3 + extra + per_item[kind] * (info & 0xFFFF)
+    except IndexError:
+        raise BTFError(f"type [{first + len(starts)}]: truncated record ({(total - pos) * 4} bytes left of 12)") from None
+    if pos > total:
+        last = starts[-1]
+        if last + 3 > total:
+            raise BTFError(f"type [{first + len(starts) - 1}]: truncated record ({(total - last) * 4} bytes left of 12)")
+        info = words[last + 1]
+        raise BTFError(
+            f"type [{first + len(starts) - 1}] ({Kind((info >> 24) & 0x1F).name}, vlen {info & 0xFFFF}): "
+            f"needs {(pos - last) * 4} bytes, {(total - last) * 4} left in the type section"
+        )
+    if first + len(starts) > MAX_TYPES + 1:
+        raise BTFError(f"more than {MAX_TYPES} BTF types")
+    if pos != total or (starts and starts[-1] + 3 > total):
+        raise BTFError(f"type [{first + len(starts)}]: truncated record")
+    return array("I", starts), array("I", [words[at] for at in starts])
 
 
 def type_section(data: bytes | bytearray) -> tuple[int, int]:

@@ -50,12 +50,13 @@ KindFilter = type[Type] | Kind | None
 class _Lazy:
     """Decodes own types on first access (parse supplies ``decode`` and the name offsets)."""
 
-    __slots__ = ("decode", "name_offsets", "name_bytes")
+    __slots__ = ("decode", "name_offsets", "name_bytes", "name_set")
 
     def __init__(self, decode: Callable[[int], Type], name_offsets: array[int]) -> None:
         self.decode = decode
         self.name_offsets = name_offsets
         self.name_bytes: bytes | None = None
+        self.name_set: frozenset[int] = frozenset()
 
 
 class _TypeList(Sequence[Type]):
@@ -192,9 +193,12 @@ class BTF:
         lazy = self._lazy
         if lazy.name_bytes is None:
             lazy.name_bytes = lazy.name_offsets.tobytes()
+            lazy.name_set = frozenset(lazy.name_offsets)
         data = lazy.name_bytes
         ids = []
         for offset in offsets:
+            if offset not in lazy.name_set:
+                continue
             needle = offset.to_bytes(4, sys.byteorder)
             at = data.find(needle)
             while at >= 0:

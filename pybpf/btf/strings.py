@@ -36,7 +36,8 @@ class StringTable:
         return self.data[rel : self.data.index(0, rel)].decode(*_CODEC)
 
     def offsets_of(self, text: str) -> list[int]:
-        """Every offset in this section (not the base's) where the string ``text`` starts whole."""
+        """Every offset in this section (not the base's) that reads as ``text`` (names may point
+        into the tail of a longer string, so every occurrence counts)."""
         raw = text.encode(*_CODEC)
         if not raw:
             return []
@@ -44,8 +45,7 @@ class StringTable:
         needle = raw + b"\0"
         at = data.find(needle)
         while at >= 0:
-            if at == 0 or data[at - 1] == 0:
-                found.append(self._start + at)
+            found.append(self._start + at)
             at = data.find(needle, at + 1)
         return found
 
