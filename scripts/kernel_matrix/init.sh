@@ -75,11 +75,6 @@ chroot $R /bin/mkdir -p /lib/modules/$KVER
 mdir=$(chroot $R /bin/readlink -f /lib/modules/$KVER)
 mount --bind "/lower$KM_MODTREE" "$R$mdir"
 
-# The guest kernel's own configuration where libbpf and pybpf look (/boot/config-$(uname -r));
-# /boot of the host root is the host's.
-kconfig="/lower${KM_MODTREE%/lib/modules/*}/config"
-[ -f "$kconfig" ] && mkdir -p "$R/boot" && cp "$kconfig" "$R/boot/config-$KVER"
-
 ip link set lo up
 hostname kernel-matrix
 ulimit -l unlimited
