@@ -14,7 +14,7 @@ import struct
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 
-from .asm.insn import PSEUDO_BTF_ID
+from .asm.insn import CALL, PSEUDO_BTF_ID, PSEUDO_KFUNC_CALL
 from .asm.patch import set_imm, set_imm64, set_off, set_src
 from .btf import BTF, Array, Enum, Func, Int, IntEncoding, Var
 from .btf.core import POISON, kernel_targets, types_compat
@@ -212,12 +212,22 @@ def resolve(code: bytearray, refs: Sequence[ExternReference], externs: Mapping[s
             if not found:
                 if not extern.weak:
                     raise ExternError(f"{where}: kernel function {ref.name!r} (__ksym) is not in the running kernel's BTF")
-                code[ref.insn * 8 : ref.insn * 8 + 8] = bytes(8)
-                code[ref.insn * 8] = 0x85
-                set_imm(code, ref.insn, POISON)
+                if ref.call:  # reachable only if the program skips its bpf_ksym_exists() check
+                    code[ref.insn * 8 : ref.insn * 8 + 8] = bytes(8)
+                    code[ref.insn * 8] = CALL
+                    set_imm(code, ref.insn, POISON)
+                else:
+                    set_src(code, ref.insn, 0)
+                    set_imm64(code, ref.insn, 0)
                 continue
-            set_imm(code, ref.insn, found[0].id)
-            set_off(code, ref.insn, 0)
+            if ref.call:
+                set_src(code, ref.insn, PSEUDO_KFUNC_CALL)
+                set_imm(code, ref.insn, found[0].id)
+                set_off(code, ref.insn, 0)
+            else:
+                set_src(code, ref.insn, PSEUDO_BTF_ID)
+                set_imm(code, ref.insn, found[0].id)
+                set_imm(code, ref.insn + 1, 0)
         elif extern.type_id:
             var = [t for t in kernel.find(ref.name, Var) if isinstance(t, Var)]
             if not var:

@@ -20,6 +20,7 @@ from pybpf.btf import BTF, Array, Builder, Enum, EnumValue, Int, IntEncoding, Me
 from pybpf.btf.core import POISON, CoreError, Targets, essential_name, relocate
 from pybpf.collection import CollectionSpec
 from pybpf.externs import kernel_version_code, read_kernel_config
+import probes
 from test_elf import objects  # noqa: F401 - the session fixture compiling tests/bpf/*.c
 
 BPFTOOL = shutil.which("bpftool")
@@ -102,10 +103,21 @@ def test_poisoned_relocation_names_field_type_and_program(objects: dict[str, Pat
     assert str(POISON) in caught.value.log
 
 
+@kernel
+def test_kfuncs_resolve_by_btf_id(objects: dict[str, Path], pin_root: Path) -> None:  # noqa: F811
+    if "FUNC 'bpf_rcu_read_lock'" not in _vmlinux_raw():
+        probes.skip(f"the bpf_rcu_read_lock kfunc needs Linux 6.2; this is {probes.running()} (not in vmlinux BTF, bpftool)")
+    spec = CollectionSpec.from_file(objects["kfunc"])
+    assert {(r.name, r.call) for r in spec.programs["k"].externs} >= {("bpf_rcu_read_lock", True), ("pybpf_no_kfunc", False)}
+    with spec.load(pin_root=pin_root) as coll:
+        assert coll.programs["k"].test_run(repeat=0, ctx=bytes(8)).retval == 0
+        assert coll.variables["done"] == 1
+
+
 def test_kernel_config_is_read() -> None:
     config = read_kernel_config()
     if not config:
-        pytest.skip("neither /proc/config.gz nor /boot/config-$(uname -r) exists on this machine")
+        probes.skip(f"this machine has no kernel configuration (/proc/config.gz, /boot/config-{os.uname().release})")
     assert config.get("CONFIG_BPF_SYSCALL") == "y"
 
 

@@ -39,6 +39,7 @@ OBJECTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "typed": ("typed.c", ()),
     "core": ("core.c", ()),
     "core_poisoned": ("core_poisoned.c", ()),
+    "kfunc": ("kfunc.c", ()),
     "sockets": ("sockets.c", ()),
     "pinned": ("pinned.c", ()),
     "pinned32": ("pinned.c", ("-DENTRIES=32",)),

@@ -225,14 +225,12 @@ class _Linker:
             if code != LD_IMM64 or index + 1 >= function.end:
                 raise self.elf.fail(f"{_where(function, index)}: {name!r} (__kconfig) is not loaded by an ld_imm64")
             self.references.append(MapReference(here, KCONFIG, found.offset + imm))
-        elif found.function:
-            if code != CALL or src != PSEUDO_KFUNC_CALL:
-                raise self.elf.fail(f"{_where(function, index)}: kernel function {name!r} is not called")
-            self.extern_refs.append(ExternReference(here, name, function=True))
+        elif found.function and code == CALL:
+            self.extern_refs.append(ExternReference(here, name, function=True, call=True))
         else:
             if code != LD_IMM64 or index + 1 >= function.end:
-                raise self.elf.fail(f"{_where(function, index)}: kernel variable {name!r} is not loaded by an ld_imm64")
-            self.extern_refs.append(ExternReference(here, name))
+                raise self.elf.fail(f"{_where(function, index)}: kernel symbol {name!r} is neither called nor loaded by an ld_imm64")
+            self.extern_refs.append(ExternReference(here, name, function=found.function))
 
     def _function_at(self, section: Section, index: int, caller: _Function, at: int) -> _Function:
         found = self.starts.get((section.index, index))

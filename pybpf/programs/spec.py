@@ -30,12 +30,13 @@ class MapReference:
 @dataclasses.dataclass(frozen=True, slots=True)
 class ExternReference:
     """An instruction that refers to a kernel symbol (``__ksym``): an ``ld_imm64`` of a kernel
-    variable's address (``function`` False) or a call of a kernel function; loading resolves
-    ``name`` against the running kernel."""
+    variable's or function's address, or (``call``) a call of a kernel function; loading
+    resolves ``name`` against the running kernel."""
 
     insn: int
     name: str
     function: bool = False
+    call: bool = False
 
 
 @dataclasses.dataclass
