@@ -96,6 +96,7 @@ class Collection:
         self.maps = maps
         self.programs = programs
         self._btf = btf
+        self._variables: Variables | None = None
 
     @property
     def variables(self) -> Variables:
@@ -103,7 +104,9 @@ class Collection:
         reads only)."""
         if self._btf is None:
             raise ValueError("the collection has no BTF: its global variables have no names or types")
-        return Variables(self._btf, self.maps)
+        if self._variables is None:
+            self._variables = Variables(self._btf, self.maps)
+        return self._variables
 
     def close(self) -> None:
         """Close every program and map (pinned and attached ones live on). Idempotent."""

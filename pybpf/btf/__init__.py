@@ -14,6 +14,7 @@ from .mapdef import MapDef, map_array, map_def, map_defs, map_type, map_uint
 from .parse import parse, vmlinux
 from .spec import BTF
 from .strings import StringTable
+from .typed import BTFTypeWarning
 from .types import (
     Array,
     Const,
@@ -51,6 +52,7 @@ __all__ = [
     "BTFError",
     "BTFExt",
     "BTFLoadError",
+    "BTFTypeWarning",
     "Array",
     "BtfHandle",
     "BtfInfo",

@@ -13,7 +13,7 @@ import dataclasses
 import sys
 
 from .._sys.constants import ProgramType
-from ..asm.insn import CALL, LD_IMM64, PSEUDO_CALL, PSEUDO_FUNC, PSEUDO_KFUNC_CALL
+from ..asm.insn import CALL, LD_IMM64, PSEUDO_CALL, PSEUDO_FUNC
 from ..asm.patch import INSN_SIZE, code_at, imm_at, set_imm, set_src, src_at
 from ..btf import CoreRelo, FuncInfo, LineInfo
 from ..programs.spec import ExternReference, MapReference, ProgramSpec
