@@ -67,9 +67,15 @@ class BtfHandle(FdOwner):
         return self._id
 
     def info(self) -> BtfInfo:
-        """The kernel's ``bpf_btf_info``: id, size of the raw BTF, name, whether it is the kernel's."""
+        """The kernel's ``bpf_btf_info``: id, size of the raw BTF, name, whether it is the kernel's
+        (name and kernel flag: Linux 5.11+; empty and False before)."""
         name = ctypes.create_string_buffer(_NAME_SIZE)
-        raw = btf_info(self.fd, name_buf=name)
+        try:
+            raw = btf_info(self.fd, name_buf=name)
+        except BPFError as err:
+            if err.errno != errno.E2BIG:
+                raise
+            raw = btf_info(self.fd)  # before Linux 5.11 BTF objects have no name or kernel flag
         return BtfInfo(id=raw.id, size=raw.btf_size, name=name.value.decode(errors="replace"), kernel=bool(raw.kernel_btf))
 
     def raw(self) -> bytes:

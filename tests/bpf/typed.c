@@ -20,13 +20,30 @@ struct {
 	__type(value, struct flow);
 } flows SEC(".maps");
 
+struct pair { __u64 packets; __u64 bytes; };
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 4);
+	__type(key, __u32);
+	__type(value, struct pair);
+} stats SEC(".maps");
+
+__u64 calls = 100;                    /* .data */
+const volatile __u32 factor = 3;      /* .rodata */
+const char greeting[] = "hello";      /* .rodata */
+
 SEC("socket")
 int touch(struct __sk_buff *skb)
 {
 	__u32 key = 1;
 	struct flow *f = bpf_map_lookup_elem(&flows, &key);
+	struct pair *p = bpf_map_lookup_elem(&stats, &key);
 	if (f)
-		f->bytes += skb->len;
+		f->bytes += skb->len * factor;
+	if (p)
+		p->packets += greeting[0];
+	calls++;
 	return 0;
 }
 
