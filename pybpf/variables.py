@@ -45,19 +45,42 @@ def find_variables(btf: BTF, sections: Mapping[str, Any]) -> dict[str, Variable]
     return found
 
 
-class VariableSpecs(MutableMapping[str, Any]):
+class _Named(MutableMapping[str, Any]):
+    """A mapping over the global variables of ``btf`` found in ``sections``."""
+
+    def __init__(self, btf: BTF, sections: Mapping[str, Any]) -> None:
+        self._btf = btf
+        self._vars = find_variables(btf, sections)
+
+    def _variable(self, name: str) -> Variable:
+        var = self._vars.get(name)
+        if var is None:
+            raise KeyError(f"no global variable {name!r} (known: {', '.join(sorted(self._vars)) or 'none'})")
+        return var
+
+    def __delitem__(self, name: str) -> None:
+        raise TypeError("global variables cannot be removed")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._vars)
+
+    def __len__(self) -> int:
+        return len(self._vars)
+
+    def __repr__(self) -> str:
+        return f"<variables {sorted(self._vars)}>"
+
+
+class VariableSpecs(_Named):
     """``CollectionSpec.variables``: initial values of global variables, edited before load."""
 
     def __init__(self, btf: BTF, maps: dict[str, MapSpec]) -> None:
         """Variables of ``btf`` whose sections are among ``maps``."""
-        self._btf = btf
+        super().__init__(btf, maps)
         self._maps = maps
-        self._vars = find_variables(btf, maps)
 
     def _layout(self, name: str) -> tuple[Variable, Layout]:
-        var = self._vars.get(name)
-        if var is None:
-            raise KeyError(f"no global variable {name!r} (known: {', '.join(sorted(self._vars)) or 'none'})")
+        var = self._variable(name)
         return var, layout(self._btf, var.type_id)
 
     def _data(self, var: Variable) -> bytearray:
@@ -81,32 +104,18 @@ class VariableSpecs(MutableMapping[str, Any]):
         data[var.offset : var.offset + var.size] = raw
         self._maps[var.section].contents = ((0, bytes(data)),)
 
-    def __delitem__(self, name: str) -> None:
-        raise TypeError("global variables cannot be removed")
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._vars)
-
-    def __len__(self) -> int:
-        return len(self._vars)
-
-    def __repr__(self) -> str:
-        return f"<variables {sorted(self._vars)}>"
 
 
-class Variables(MutableMapping[str, Any]):
+class Variables(_Named):
     """``Collection.variables``: the live global variables, through the data maps' memory."""
 
     def __init__(self, btf: BTF, maps: dict[str, Map]) -> None:
         """Variables of ``btf`` whose sections are loaded as ``maps``."""
-        self._btf = btf
+        super().__init__(btf, maps)
         self._maps = maps
-        self._vars = find_variables(btf, maps)
 
     def _view(self, name: str) -> tuple[memoryview, Variable, Layout]:
-        var = self._vars.get(name)
-        if var is None:
-            raise KeyError(f"no global variable {name!r} (known: {', '.join(sorted(self._vars)) or 'none'})")
+        var = self._variable(name)
         view = self._maps[var.section].mmap()
         return view[var.offset : var.offset + var.size], var, layout(self._btf, var.type_id)
 
@@ -120,14 +129,3 @@ class Variables(MutableMapping[str, Any]):
             raise PermissionError(f"variable {name!r} is in {var.section}, which is read-only after load")
         view[:] = found.encode(value, f"variable {name!r}")
 
-    def __delitem__(self, name: str) -> None:
-        raise TypeError("global variables cannot be removed")
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._vars)
-
-    def __len__(self) -> int:
-        return len(self._vars)
-
-    def __repr__(self) -> str:
-        return f"<variables {sorted(self._vars)}>"
