@@ -40,6 +40,7 @@ OBJECTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "core": ("core.c", ()),
     "core_poisoned": ("core_poisoned.c", ()),
     "kfunc": ("kfunc.c", ()),
+    "core_bitfields": ("core_bitfields.c", ()),
     "sockets": ("sockets.c", ()),
     "pinned": ("pinned.c", ()),
     "pinned32": ("pinned.c", ("-DENTRIES=32",)),
