@@ -165,7 +165,7 @@ def test_hostile_map_dumps_with_a_clean_error() -> None:
                 assert opened[0] == bytes(4)
         start = time.monotonic()
         done = subprocess.run([sys.executable, "-m", "pybpf", "map", "dump", "id", str(m.id)], capture_output=True, text=True, timeout=60)
-        assert done.returncode == 1 and done.stderr.count("\n") == 1 and "more than" in done.stderr
+        assert done.returncode != 0 and done.stderr.count("\n") == 1 and ("more than" in done.stderr or "refusing" in done.stderr)
         assert time.monotonic() - start < 30
 
 

@@ -49,7 +49,7 @@ def test_hostile_files_are_one_line_errors(tmp_path: Path) -> None:
     for path in ("/dev/zero", str(huge), str(tmp_path / "missing")):
         start = time.monotonic()
         done = _pybpf("btf", "dump", "file", path)
-        assert done.returncode == 1 and done.stdout == "" and done.stderr.count("\n") == 1, (path, done.stderr)
+        assert done.returncode != 0 and done.stdout == "" and done.stderr.count("\n") == 1, (path, done.stderr)
         assert "Traceback" not in done.stderr and time.monotonic() - start < 30
 
 
@@ -57,4 +57,4 @@ def test_format_c_is_refused_clearly(tmp_path: Path) -> None:
     path = tmp_path / "every.btf"
     path.write_bytes(encode(every_kind()))
     done = _pybpf("btf", "dump", "file", str(path), "format", "c")
-    assert done.returncode == 1 and "format c" in done.stderr and "not implemented" in done.stderr
+    assert done.returncode != 0 and "format c" in done.stderr and "not implemented" in done.stderr
