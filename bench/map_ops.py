@@ -183,7 +183,29 @@ def run(entries: int, rounds: int) -> list[tuple[str, float, float]]:
         view.release()
     rows.append(("mmap ARRAY read (loop incl.)", statistics.median(reads), float("nan")))
     rows.append(("mmap ARRAY write (loop incl.)", statistics.median(writes), float("nan")))
+    rows.append(_typed_row(entries, rounds))
     return rows
+
+
+class _Pair(ctypes.Structure):
+    _fields_ = [("packets", ctypes.c_uint64), ("bytes", ctypes.c_uint64)]
+
+
+def _typed_row(entries: int, rounds: int) -> tuple[str, float, float]:
+    """Lookup of a struct value typed from the map's BTF (no declaration) vs declared as ctypes."""
+    with Map.create(type=MapType.HASH, key=ctypes.c_uint32, value=_Pair, max_entries=entries) as made:
+        made.update_batch(range(entries), [_Pair(i, i) for i in range(entries)])
+        with Map.from_id(made.id) as typed, Map.from_id(made.id, key=ctypes.c_uint32, value=_Pair) as declared:
+            assert type(typed[1]).__name__ == "_Pair" and typed[1].bytes == 1
+            times: tuple[list[float], list[float]] = ([], [])
+            for _ in range(rounds):
+                for which, m in enumerate((typed, declared)):
+                    lookup = m.lookup
+                    t0 = time.perf_counter_ns()
+                    for i in range(entries):
+                        lookup(i)
+                    times[which].append((time.perf_counter_ns() - t0) / entries)
+    return ("typed lookup (BTF) vs declared ctypes", statistics.median(times[0]), statistics.median(times[1]))
 
 
 def main() -> None:

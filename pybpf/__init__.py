@@ -20,7 +20,7 @@ _WHERE = {
             "XskMap maps possible_cpus socket_cookie",
     ".pins": "UnsafePathError make_pin_dir",
     ".programs": "Link LinkInfo Program ProgramInfo ProgramSpec StatsHandle TestRun XdpMode enable_stats",
-    ".btf": "BTF BTFError BtfHandle",
+    ".btf": "BTF BTFError BtfHandle BTFTypeWarning",
     ".collection": "Collection CollectionSpec load",
     ".elf": "ELFError",
     ".events": "PerfBuffer RingBuffer UserRingBuffer",
@@ -61,7 +61,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
         UpdateFlags,
     )
     from ._sys.rlimit import remove_memlock_limit
-    from .btf import BTF, BTFError, BtfHandle
+    from .btf import BTF, BTFError, BtfHandle, BTFTypeWarning
     from .collection import Collection, CollectionSpec, load
     from .elf import ELFError
     from .events import PerfBuffer, RingBuffer, UserRingBuffer

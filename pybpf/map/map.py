@@ -142,16 +142,17 @@ class Map(FdOwner, MutableMapping):
         return cls
 
     @classmethod
-    def from_fd(cls, fd: int, *, readonly: bool = False, key: Any = None, value: Any = None) -> Map:
+    def from_fd(cls, fd: int, *, readonly: bool = False, key: Any = None, value: Any = None, typed: bool = True) -> Map:
         """A ``Map`` for a duplicate of ``fd`` (the caller keeps its own fd).
 
-        ``key``/``value`` declare ctypes types for decoding (checked against the kernel's sizes).
+        ``key``/``value`` declare ctypes types for decoding (checked against the kernel's sizes);
+        undeclared, they come from the map's BTF when it has some (``typed=False``: bytes).
         """
-        return cls._from_owned_fd(os.dup(fd), readonly=readonly, key=key, value=value)
+        return cls._from_owned_fd(os.dup(fd), readonly=readonly, key=key, value=value, typed=typed)
 
     @classmethod
     def from_pin(cls, path: str | os.PathLike[str], readonly: bool = False, *, key: Any = None, value: Any = None,
-                 owner_only: bool = False) -> Map:
+                 owner_only: bool = False, typed: bool = True) -> Map:
         """Open a map pinned in bpffs; ``readonly`` opens it with ``BPF_F_RDONLY``.
 
         A symlink, or a directory on the way that another user controls, is refused
@@ -160,22 +161,27 @@ class Map(FdOwner, MutableMapping):
         """
         flags = FileFlags.RDONLY if readonly else 0
         fd = commands.obj_get(os.fspath(path), flags, what="map", owned=owner_only)
-        return cls._from_owned_fd(fd, readonly=readonly, key=key, value=value)
+        return cls._from_owned_fd(fd, readonly=readonly, key=key, value=value, typed=typed)
 
     @classmethod
-    def from_id(cls, map_id: int, *, readonly: bool = False, key: Any = None, value: Any = None) -> Map:
+    def from_id(cls, map_id: int, *, readonly: bool = False, key: Any = None, value: Any = None, typed: bool = True) -> Map:
         """Open the map with kernel id ``map_id``."""
         flags = FileFlags.RDONLY if readonly else 0
         fd = commands.fd_by_id(Cmd.MAP_GET_FD_BY_ID, map_id, "open map", flags)
-        return cls._from_owned_fd(fd, readonly=readonly, key=key, value=value)
+        return cls._from_owned_fd(fd, readonly=readonly, key=key, value=value, typed=typed)
 
     @classmethod
-    def _from_owned_fd(cls, fd: int, *, readonly: bool, key: Any = None, value: Any = None) -> Map:
+    def _from_owned_fd(cls, fd: int, *, readonly: bool, key: Any = None, value: Any = None, typed: bool = True) -> Map:
         try:
             kind = commands.object_kind(fd)
             if kind != "map":
                 raise TypeError(f"fd {fd} holds {'a ' + kind if kind else 'no BPF object'}, not a map")
             info = MapInfo.from_struct(commands.map_info(fd))
+            if typed and info.btf_id and (key is None or value is None):  # declared types win
+                from ..btf.typed import kernel_map_types  # BTF is imported only for maps that have it
+
+                found = kernel_map_types(info.btf_id, info.btf_key_type_id, info.btf_value_type_id, info.name, info.key_size, info.value_size)
+                key, value = key if key is not None else found[0], value if value is not None else found[1]
             spec = MapSpec(
                 type=info.type,
                 key_size=info.key_size,
