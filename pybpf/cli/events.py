@@ -21,7 +21,7 @@ class _Enough(Exception):
 def _formatter(fd: int, name: str) -> Any:
     """A function formatting a record as BTF type ``name`` says (the map's BTF first, then vmlinux)."""
     from ..btf import BtfHandle, vmlinux
-    from ..btf.values import format_value
+    from ..btf.typed import format_value
     from ..map import Map
 
     kind, _, bare = name.rpartition(" ")
@@ -36,7 +36,7 @@ def _formatter(fd: int, name: str) -> Any:
         found = [t for t in btf.find(bare) if not kind or t.kind.name.lower() == kind.lower()]
         if found:
             target = found[0]
-            return lambda data: format_value(btf, target, data)
+            return lambda data: format_value(btf, target.id, data)
     raise UsageError(f"no BTF type '{name}' in the map's BTF or the kernel's")
 
 
