@@ -262,7 +262,7 @@ ATTACH_TYPES: dict[AttachType, AttachTraits] = {
 
 def map_traits(map_type: int) -> MapTraits | None:
     """The row of ``map_type``, or None for a type this library does not know."""
-    return MAP_TYPES.get(map_type)  # type: ignore[call-overload]
+    return MAP_TYPES.get(MapType(map_type)) if map_type in MapType._value2member_map_ else None
 
 
 def map_type_name(value: int) -> str:

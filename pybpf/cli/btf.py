@@ -38,13 +38,20 @@ from ..btf.types import (
     Var,
     VarLinkage,
 )
-from .maps import UsageError, _int, _take
+from .words import UsageError, parse_int
 
 MAX_FILE = 256 << 20
 """The most bytes ``btf dump file`` reads (vmlinux's BTF is about 6 MiB)."""
 
 _LINKAGES = {0: "static", 1: "global", 2: "extern"}
 
+
+
+def _take(words: list[str], what: str) -> str:
+    """The first of ``words``, taken; UsageError saying what was expected when there is none."""
+    if not words:
+        raise UsageError(f"expected {what}")
+    return words.pop(0)
 
 def _name(text: str) -> str:
     return text or "(anon)"
@@ -160,10 +167,10 @@ def _source(words: list[str]) -> BTF:
             return BTF.vmlinux()
         return read_file(path)
     if how == "id":
-        with BtfHandle.from_id(_int(_take(words, "a BTF id"), "BTF id")) as handle:
+        with BtfHandle.from_id(parse_int(_take(words, "a BTF id"), "BTF id")) as handle:
             return handle.btf()
     if how == "map":
-        with Map.from_id(_int(_take(words, "a map id"), "map id"), typed=False) as m:
+        with Map.from_id(parse_int(_take(words, "a map id"), "map id"), typed=False) as m:
             btf_id = m.info().btf_id
         if not btf_id:
             raise UsageError("that map has no BTF")

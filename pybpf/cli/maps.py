@@ -455,15 +455,3 @@ def create(ctx: Context, words: Words) -> None:
         m.pin(path)
     if ctx.json:
         ctx.emit(None)
-
-
-def _take(words: list[str], what: str) -> str:
-    """The first of ``words``, taken (for cli/btf.py, which reads a plain list)."""
-    if not words:
-        raise UsageError(f"expected {what}")
-    return words.pop(0)
-
-
-def _int(text: str, what: str) -> int:
-    """``text`` as a u32 (for cli/btf.py)."""
-    return parse_int(text, what)

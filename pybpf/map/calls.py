@@ -44,7 +44,9 @@ class Calls(threading.local):
     def __init__(self, owner: weakref.ref[Any], fd: int, gate: Door, key: Field, value: Field, value_alloc: int,
                  custom_values: bool, may_sleep: bool) -> None:
         tid = _get_ident()
-        owner()._users.add(tid)
+        made_for = owner()
+        assert made_for is not None  # the map is being built or used right now
+        made_for._users.add(tid)
         self.key = kbuf = bytearray(key.size)
         self.value = vbuf = bytearray(value_alloc)
         self.next_key = bytearray(key.size)
@@ -57,16 +59,20 @@ class Calls(threading.local):
 
         put_key, fast_key = key.put, key.fast_put
         decode = value.decode
-        if not custom_values:
-            put_value, fast_value = value.put, value.fast_put
-        else:
-            def put_value(buf: bytearray, offset: int, obj: Any) -> None:
-                owner()._put_value(buf, obj)
+        put_value: Callable[[Any, int, Any], None] = value.put
+        fast_value: Callable[[Any, int, Any], None] = value.fast_put
+        if custom_values:
+            def put_custom(buf: bytearray, offset: int, obj: Any) -> None:
+                owner()._put_value(buf, obj)  # type: ignore[union-attr]
 
-            fast_value = put_value
+            put_value = fast_value = put_custom
 
         def fail(op: str, obj: Any) -> BPFError | ValueError:
-            return owner()._error(op, get_errno(), obj)  # type: ignore[no-any-return]
+            found = owner()
+            if found is None:
+                return ValueError("operation on a closed map")
+            error: BPFError | ValueError = found._error(op, get_errno(), obj)
+            return error
 
         def elsewhere() -> Calls:
             """This thread's own ``Calls`` (another thread, or a retired closure: the closed map's)."""

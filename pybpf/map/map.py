@@ -43,7 +43,7 @@ _UNKNOWN = MapTraits((0, 0))
 """Traits of a map type this library does not know: no assumptions."""
 
 
-class Map(FdOwner, MutableMapping):
+class Map(FdOwner, MutableMapping[Any, Any]):
     """A BPF map. Create with ``Map.create(spec)``; open with ``from_pin``, ``from_id``, ``from_fd``.
 
     Keys and values are bytes-like, ``int`` (native order) or the declared ctypes types; lookups
@@ -87,11 +87,11 @@ class Map(FdOwner, MutableMapping):
         self._retire = calls.retire
         cls = type(self)  # the creating thread's closures stand in for the methods: one call per operation
         if cls.lookup is Map.lookup:
-            self.lookup = calls.lookup  # type: ignore[method-assign]
+            self.lookup = calls.lookup  # type: ignore[method-assign,assignment]
         if cls.update is Map.update:
-            self.update = calls.update  # type: ignore[method-assign]
+            self.update = calls.update  # type: ignore[method-assign,assignment]
         if cls.delete is Map.delete:
-            self.delete = calls.delete  # type: ignore[method-assign]
+            self.delete = calls.delete  # type: ignore[method-assign,assignment]
 
     # ---- construction -------------------------------------------------------------------------
 
@@ -263,7 +263,7 @@ class Map(FdOwner, MutableMapping):
         """The value at ``key``; ``KeyNotFoundError`` (a ``KeyError``) when absent."""
         return self._calls.lookup(key)
 
-    def update(self, key: Any, value: Any, flags: UpdateFlags | int = UpdateFlags.ANY) -> None:
+    def update(self, key: Any, value: Any, flags: UpdateFlags | int = UpdateFlags.ANY) -> None:  # type: ignore[override]
         """Set ``key`` to ``value``; ``flags`` is ``UpdateFlags`` (ANY, NOEXIST, EXIST, LOCK)."""
         self._calls.update(key, value, flags)
 
