@@ -45,6 +45,9 @@ class Door:
     raw: Callable[..., int]
     get_errno: Callable[[], int]
     name: str = "kernel"
+    raw_held: Callable[..., int] | None = None
+    """``raw`` without releasing the GIL, for element operations that cannot sleep (it saves the
+    GIL hand-off on every lookup); None: use ``raw``."""
     bind: Callable[[int], Callable[..., int]] | None = None
     """A ``raw`` for the commands of one map fd (made once per map and thread): lets a door that
     interprets commands in Python resolve the fd once instead of on every call."""
@@ -54,7 +57,7 @@ class Door:
     """The bpf file system pins live on, instead of the machine's (``pybpf._sys.bpffs``)."""
 
 
-KERNEL = Door(libc.syscall, ctypes.get_errno)
+KERNEL = Door(libc.syscall, ctypes.get_errno, raw_held=ctypes.PyDLL(None, use_errno=True).syscall)
 """The running kernel, through libc's ``syscall``."""
 
 _current = KERNEL
