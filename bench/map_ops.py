@@ -6,7 +6,8 @@ Python limit: prebuilt ctypes key and value objects set with ``.value``, one pre
 untyped libc ``syscall``, nothing else. Each contender runs in turn, ``--rounds`` times; the table
 shows medians and the ratio to the raw loop. The "layers" rows price what pybpf adds between
 ``m[k] = v`` and the syscall. Also: ``items()`` (batch) vs ``get_next_key`` + lookup, a lookup typed
-from BTF vs a declared ctypes type, and mmap'ed ARRAY element access.
+from BTF vs a declared ctypes type, mmap'ed ARRAY element access, and the memory-kernel column:
+the same pybpf calls in ``pybpf.testing.memory_kernel()`` next to the kernel's.
 """
 
 from __future__ import annotations
@@ -293,6 +294,42 @@ def _mmap_rows(rounds: int) -> list[tuple[str, float, float, float]]:
             ("mmap ARRAY write (loop incl.)", statistics.median(writes), nan, nan)]
 
 
+def memory_rows(entries: int, rounds: int) -> list[tuple[str, float, float]]:
+    """The memory-kernel column: the same pybpf calls on a kernel map and on a map of
+    ``pybpf.testing.memory_kernel()``, interleaved; rows ``(name, kernel ns, memory ns)``."""
+    from pybpf.testing import memory_kernel
+
+    kernel_map = Map.create(type=MapType.HASH, key=ctypes.c_uint32, value=ctypes.c_uint64, max_entries=entries)
+    with memory_kernel():
+        memory_map = Map.create(type=MapType.HASH, key=ctypes.c_uint32, value=ctypes.c_uint64, max_entries=entries)
+
+        def loop(bpf_map: Map, op: str) -> Callable[[], None]:
+            call = getattr(bpf_map, op)
+            if op == "update":
+                return lambda: [call(i, i) for i in range(entries)] and None
+            return lambda: [call(i) for i in range(entries)] and None
+
+        cases: list[tuple[str, Callable[[Map], Callable[[], None]], bool]] = [
+            ("update", lambda bm: loop(bm, "update"), False),
+            ("lookup", lambda bm: loop(bm, "lookup"), True),
+            ("delete", lambda bm: loop(bm, "delete"), True),
+            ("batch update", lambda bm: lambda: bm.update_batch(range(entries), range(entries)) and None, False),
+            ("batch lookup / items()", lambda bm: lambda: _count(bm.items(), entries), True),
+        ]
+        times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name, *_ in cases}
+        for r in range(rounds):
+            for name, make, needs_full in cases:
+                pair = [(0, kernel_map), (1, memory_map)]
+                for which, bpf_map in pair if r % 2 == 0 else pair[::-1]:
+                    bpf_map.clear()
+                    if needs_full:
+                        bpf_map.update_batch(range(entries), range(entries))
+                    times[name][which].append(_timed(make(bpf_map), entries))
+        memory_map.close()
+    kernel_map.close()
+    return [(name, statistics.median(k), statistics.median(m)) for name, (k, m) in times.items()]
+
+
 def _cell(value: float, width: int) -> str:
     return f"{value:{width}.0f}" if value == value else f"{'-':>{width}}"
 
@@ -315,6 +352,9 @@ def main() -> None:
         print(f"{name:44} {_cell(ours, 9)} {_cell(theirs, 8)} {ratio} {_cell(lib, 9)} {lib_ratio}")
     print("base: the raw loop; for 'layer' rows the row above; for 'typed' the declared type. "
           "pylibbpf ratio: pybpf / pylibbpf.")
+    print(f"\n{'memory kernel (pybpf.testing)':44} {'kernel ns':>9} {'memory ns':>9} {'faster':>7}")
+    for name, kernel_ns, memory_ns in memory_rows(args.entries, args.rounds):
+        print(f"{name:44} {_cell(kernel_ns, 9)} {_cell(memory_ns, 9)} {kernel_ns / memory_ns:6.2f}x")
 
 
 if __name__ == "__main__":

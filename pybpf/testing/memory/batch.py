@@ -10,9 +10,11 @@ out 4-byte positions as tokens.
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import errno
 import struct
+from typing import Any
 
 from ..._sys.attrs import MapBatchAttr
 from .hashmaps import HashMap
@@ -55,6 +57,15 @@ def update_batch(obj: MemMap, attr: MapBatchAttr) -> int:
     attr.count = 0
     ks, vs = obj.key_size, obj.value_in
     keys, values = read(attr.keys, ks * max_count), read(attr.values, vs * max_count)
+    if isinstance(obj, HashMap) and not attr.elem_flags:
+        try:
+            obj.put_many([keys[i: i + ks] for i in range(0, ks * max_count, ks)],
+                         [values[i: i + vs] for i in range(0, vs * max_count, vs)])
+        except Errno as refused:
+            attr.count = getattr(refused, "done", 0)
+            raise
+        attr.count = max_count
+        return 0
     done = 0
     try:
         for done in range(max_count):
@@ -140,21 +151,32 @@ def hash_lookup_batch(obj: HashMap, attr: MapBatchAttr, delete: bool) -> int:
         return 0
     attr.count = 0
     start = _TOKEN.unpack(read(attr.in_batch, 4))[0] if attr.in_batch else 0
-    taken: list[bytes] = []
-    next_token = -1
-    for key, seq in obj.ordered_from(start):
-        if len(taken) == max_count:
-            next_token = seq
-            break
-        taken.append(key)
-    if type(obj) is HashMap:
-        data = obj.data
-        values = [data[k] for k in taken]
+    snap = obj._snapshot()
+    first = bisect.bisect_left(snap.seqs, start)
+    values: list[Any]
+    if first >= snap.clean_from:  # every entry from here on is there: slices, no checks
+        end = min(first + max_count, len(snap.keys))
+        taken = snap.keys[first:end]
+        next_token = snap.seqs[end] if end < len(snap.keys) else -1
+        stored = obj.take(snap, first, end) if delete else list(map(obj.data.__getitem__, taken))
+        if delete:
+            snap.clean_from = max(snap.clean_from, end)
+        values = stored if type(obj) is HashMap else [obj._show(v) for v in stored]
+        if delete and type(obj) is not HashMap:
+            for held in stored:
+                obj._drop(held)
     else:
+        taken = []
+        next_token = -1
+        for key, seq in obj.ordered_from(start):
+            if len(taken) == max_count:
+                next_token = seq
+                break
+            taken.append(key)
         values = [obj.lookup(k) for k in taken]
-    if delete:
-        for key in taken:
-            obj.delete(key)
+        if delete:
+            for key in taken:
+                obj.delete(key)
     write(attr.keys, b"".join(taken))
     write(attr.values, b"".join(values))
     attr.count = len(taken)

@@ -53,6 +53,7 @@ _PATH_FD = int(MapFlags.PATH_FD)
 _BTF_MAX = 16 << 20
 _WRITES = (Cmd.MAP_UPDATE_ELEM, Cmd.MAP_DELETE_ELEM, Cmd.MAP_LOOKUP_AND_DELETE_ELEM)
 _READS = (Cmd.MAP_LOOKUP_ELEM, Cmd.MAP_LOOKUP_AND_DELETE_ELEM)
+_COMMANDS = max(Cmd) + 1
 
 
 def _view(attr: ctypes.Structure, cls: type[S]) -> S:
@@ -168,12 +169,14 @@ class Commands:
         full, tls, lock = self.raw, self._tls, self.kernel.lock
         readable, writable = desc.readable, desc.writable
         key_size, value_in = obj.key_size, obj.value_in
-        cache: dict[Any, dict[int, Callable[[], int]]] = {}
+        cache: dict[Any, list[Callable[[], int] | None]] = {}
 
-        def build(ref: Any) -> dict[int, Callable[[], int]]:
+        def build(ref: Any) -> list[Callable[[], int] | None]:
+            """The fast operations over one attr, indexed by command (None: the full path)."""
+            table: list[Callable[[], int] | None] = [None] * _COMMANDS
             attr = ref._obj
             if type(attr) is not MapElemAttr or attr.map_fd != fd or attr.flags or not key_size or not attr.key:
-                return {}
+                return table
             key_view = (ctypes.c_char * key_size).from_address(attr.key)
             value_view = (ctypes.c_char * value_in).from_address(attr.value) if attr.value else None
             ops = obj.fast_ops(key_view, value_view, lock) or {}
@@ -183,13 +186,17 @@ class Commands:
                 ops.pop(Cmd.MAP_DELETE_ELEM, None)
             for c in (() if readable else _READS) + (() if writable else _WRITES):
                 ops.pop(c, None)
-            return ops
+            for c, op in ops.items():
+                table[c] = op
+            return table
 
         def bound(nr: int, cmd: int, ref: Any, size: int) -> int:
-            ops = cache.get(ref)
-            if ops is None:
-                ops = cache[ref] = build(ref)
-            op = ops.get(cmd)
+            try:
+                op = cache[ref][cmd]
+            except KeyError:
+                op = (cache.setdefault(ref, build(ref)))[cmd]
+            except IndexError:
+                op = None
             if op is None:
                 return full(nr, cmd, ref, size)
             code = op()

@@ -19,6 +19,7 @@ not rely on either kernel's choice.
 from __future__ import annotations
 
 import bisect
+import collections
 import errno
 import sys
 from collections import OrderedDict
@@ -59,16 +60,25 @@ def _pow2(n: int) -> int:
 
 class _Snapshot:
     """The keys in insertion order at one moment, with their sequence numbers: positions for
-    ``get_next_key`` and batch tokens that stay valid while keys are deleted."""
+    ``get_next_key`` and batch tokens that stay valid while keys are deleted. Entries from
+    ``clean_from`` on are known to be all still there (a batch that drains the map keeps that so)."""
 
-    __slots__ = ("keys", "seqs", "pos", "next_seq", "deleted")
+    __slots__ = ("keys", "seqs", "_pos", "next_seq", "deleted", "clean_from")
 
     def __init__(self, seq: dict[bytes, int], next_seq: int) -> None:
         self.keys = list(seq)
         self.seqs = list(seq.values())
-        self.pos = {k: i for i, k in enumerate(self.keys)}
+        self._pos: dict[bytes, int] | None = None
         self.next_seq = next_seq
         self.deleted = 0
+        self.clean_from = 0
+
+    @property
+    def pos(self) -> dict[bytes, int]:
+        """Index of each key (made on first use: only ``get_next_key`` needs it)."""
+        if self._pos is None:
+            self._pos = {k: i for i, k in enumerate(self.keys)}
+        return self._pos
 
 
 @register
@@ -117,33 +127,76 @@ class HashMap(MemMap):
             kernel_mem_check((req.max_entries + possible_cpus()) * elem)
 
     # ---- insertion order ------------------------------------------------------------------------
+    # ``data`` keeps keys in insertion order. ``seq`` numbers them, lazily: a key inserted since the
+    # last walk has no number yet, and such keys are all at the end of ``data`` (an insertion always
+    # goes to the end), so numbering them is a walk back from the end. Inserts stay one dict store.
 
     def _insert(self, key: bytes, value: Any) -> None:
         """Add a new key (the caller checked room and flags)."""
-        if self.next_seq >= _SEQ_LIMIT:
-            self._renumber()
         self.data[key] = value
-        self.seq[key] = self.next_seq
-        self.next_seq += 1
         if self.lru:
             self.recent[key] = None
 
     def _remove(self, key: bytes) -> Any:
         value = self.data.pop(key)
-        del self.seq[key]
+        self.seq.pop(key, None)
         if self.lru:
             del self.recent[key]
-        if self._snap is not None:
-            self._snap.deleted += 1
+        snap = self._snap
+        if snap is not None:
+            snap.deleted += 1
+            snap.clean_from = len(snap.keys)  # which entry went is not known here
         return value
 
-    def _renumber(self) -> None:
-        self.seq = {k: i for i, k in enumerate(self.seq)}
-        self.next_seq = len(self.seq)
-        self._snap = None
+    def take(self, snap: _Snapshot, start: int, end: int) -> list[Any]:
+        """Remove the keys ``snap.keys[start:end]`` (all there: the clean part of the snapshot) and
+        return their stored values; what follows them stays clean."""
+        keys = snap.keys[start:end]
+        data, seq = self.data, self.seq
+        values = [data.pop(k) for k in keys]
+        collections.deque(map(seq.__delitem__, keys), maxlen=0)  # numbered: they are in the snapshot
+        if self.lru:
+            collections.deque(map(self.recent.__delitem__, keys), maxlen=0)
+        snap.deleted += len(keys)
+        return values
+
+    def put_many(self, keys: list[bytes], values: list[bytes]) -> None:
+        """Update many keys with flags 0 (a batch update): at C speed when they all fit; else one
+        by one, stopping at the first refusal (the kernel's count: ``Errno.done``)."""
+        data = self.data
+        fresh = [k for k in dict.fromkeys(keys) if k not in data]
+        if type(self) is HashMap and not self.lru and len(data) + len(fresh) <= self.max_entries:
+            data.update(zip(keys, values))
+            return
+        for done, (key, value) in enumerate(zip(keys, values)):
+            try:
+                self.update(key, value, 0)
+            except Errno as refused:
+                refused.done = done  # type: ignore[attr-defined]
+                raise
+
+    def _number(self) -> None:
+        """Give the keys inserted since the last walk their sequence numbers."""
+        seq, data = self.seq, self.data
+        if len(seq) == len(data):
+            return
+        tail: list[bytes] = []
+        for key in reversed(data):
+            if key in seq:
+                break
+            tail.append(key)
+        tail.reverse()
+        if self.next_seq + len(tail) >= _SEQ_LIMIT:  # u32 tokens: number everything again from 0
+            seq.clear()
+            self.next_seq = 0
+            tail = list(data)
+            self._snap = None
+        seq.update(zip(tail, range(self.next_seq, self.next_seq + len(tail))))
+        self.next_seq += len(tail)
 
     def _snapshot(self) -> _Snapshot:
         """The current order; a snapshot taken before only deletions stays usable."""
+        self._number()
         snap = self._snap
         if snap is None or snap.next_seq != self.next_seq or snap.deleted * 2 > len(snap.keys) + 16:
             snap = self._snap = _Snapshot(self.seq, self.next_seq)
@@ -265,8 +318,9 @@ class HashMap(MemMap):
     def fast_ops(self, key_view: Any, value_view: Any, lock: Any) -> dict[int, Callable[[], int]] | None:
         if type(self) is not HashMap:
             return None
-        mp, data, lru, recent = self, self.data, self.lru, self.recent
-        max_entries, insert, remove = self.max_entries, self._insert, self._remove
+        mp, data, seq, lru, recent = self, self.data, self.seq, self.lru, self.recent
+        max_entries, remove = self.max_entries, self._remove
+        acquire, release = lock.acquire, lock.release  # cheaper than ``with lock``
 
         def lookup() -> int:  # a read of one dict entry: atomic, no lock (as the kernel's RCU read)
             stored = data.get(key_view.raw)
@@ -279,7 +333,8 @@ class HashMap(MemMap):
             if mp.frozen:
                 return EPERM
             key = key_view.raw
-            with lock:
+            acquire()
+            try:
                 if key in data:
                     data[key] = value_view.raw
                     if lru:
@@ -289,28 +344,44 @@ class HashMap(MemMap):
                     if not lru:
                         return E2BIG
                     mp._evict()
-                insert(key, value_view.raw)
-            return 0
+                data[key] = value_view.raw
+                if lru:
+                    recent[key] = None
+                return 0
+            finally:
+                release()
 
         def delete() -> int:
             if mp.frozen:
                 return EPERM
             key = key_view.raw
-            with lock:
-                if key not in data:
+            acquire()
+            try:
+                if data.pop(key, None) is None:  # stored values are never None
                     return ENOENT
-                remove(key)
-            return 0
+                seq.pop(key, None)
+                if lru:
+                    del recent[key]
+                snap = mp._snap
+                if snap is not None:
+                    snap.deleted += 1
+                    snap.clean_from = len(snap.keys)
+                return 0
+            finally:
+                release()
 
         def lookup_and_delete() -> int:
             if mp.frozen:
                 return EPERM
             key = key_view.raw
-            with lock:
+            acquire()
+            try:
                 if key not in data:
                     return ENOENT
                 value_view.raw = remove(key)
-            return 0
+                return 0
+            finally:
+                release()
 
         return {Cmd.MAP_LOOKUP_ELEM: lookup, Cmd.MAP_UPDATE_ELEM: update, Cmd.MAP_DELETE_ELEM: delete,
                 Cmd.MAP_LOOKUP_AND_DELETE_ELEM: lookup_and_delete}
