@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ._sys import bpffs
 from ._sys.constants import MapType, Pinning
 from ._sys.traits import MAP_TYPES
 from .asm.patch import set_map
@@ -194,7 +195,7 @@ class _Loader:
         if changes:
             spec = spec.copy(**changes)
         path = self.pin_root / name if spec.pinning == Pinning.BY_NAME else None
-        if path is not None and os.path.lexists(path):
+        if path is not None and bpffs.lexists(path):
             self.reused.add(name)
             return _reuse(name, spec, path)
         created = Map.create(spec)
@@ -252,7 +253,7 @@ class _Loader:
             bpf_map.close()
         for path in self.pinned:
             try:
-                os.unlink(path)
+                bpffs.unlink(path)
             except OSError:
                 pass
 

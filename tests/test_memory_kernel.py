@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -41,6 +42,7 @@ from pybpf.testing.memory.maps import MAP_CLASSES
 pytestmark = [pytest.mark.nokernel, pytest.mark.usefixtures("no_fd_leak")]
 
 ROOT = Path(__file__).resolve().parent.parent
+CLANG = shutil.which("clang-16") or shutil.which("clang") or "clang"
 IN_MEMORY = {MapType.HASH, MapType.ARRAY, MapType.PERCPU_HASH, MapType.PERCPU_ARRAY, MapType.LRU_HASH,
              MapType.LRU_PERCPU_HASH, MapType.LPM_TRIE, MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS,
              MapType.PROG_ARRAY, MapType.SOCKMAP, MapType.SOCKHASH, MapType.REUSEPORT_SOCKARRAY, MapType.QUEUE,
@@ -379,3 +381,21 @@ def test_the_memory_suite_passes_without_any_capability() -> None:
     assert " passed" in out.stdout and " failed" not in out.stdout
     capabilities = subprocess.run([*UNPRIVILEGED, "grep", "CapEff", "/proc/self/status"], capture_output=True, text=True)
     assert capabilities.stdout.split()[-1] == "0000000000000000"
+
+
+def test_collections_load_with_stand_ins(tmp_path: Path) -> None:
+    """A control plane tested with its real object file: maps made in memory, programs stood in
+    for, pins (``LIBBPF_PIN_BY_NAME``) reused by the next load as on the kernel."""
+    obj = tmp_path / "pinned.o"
+    subprocess.run([CLANG, "-g", "-O2", "-target", "bpf", f"-I/usr/include/{os.uname().machine}-linux-gnu",
+                    "-c", str(ROOT / "tests" / "bpf" / "pinned.c"), "-o", str(obj)], check=True)
+    spec = pybpf.CollectionSpec.from_file(obj)
+    with memory_kernel(programs={"count": lambda data: 0}) as k:
+        with spec.load(pin_root="/sys/fs/bpf/app") as first:
+            first.maps["pinned_counts"][1] = 5
+            kept = first.maps["pinned_counts"].id
+            assert first.programs["count"].test_run(b"").retval == 0
+        with spec.load(pin_root="/sys/fs/bpf/app") as second:
+            assert second.maps["pinned_counts"].id == kept and second.maps["pinned_counts"][1] == 5
+        assert k.fs.listdir("/sys/fs/bpf/app") == ["pinned_counts"]
+        k.fs.rmtree("/sys/fs/bpf/app")

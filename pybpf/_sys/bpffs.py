@@ -45,6 +45,8 @@ class PinFiles(Protocol):
 
     def is_bpffs(self, path: str) -> bool: ...
 
+    def unlink(self, path: str) -> None: ...
+
 
 def _lstat() -> Callable[[str], os.stat_result]:
     """``lstat`` of the file system pins live on: the current door's, else the machine's."""
@@ -52,12 +54,19 @@ def _lstat() -> Callable[[str], os.stat_result]:
     return files.lstat if files is not None else os.lstat
 
 
-def _lexists(path: str) -> bool:
+def lexists(path: str | os.PathLike[str]) -> bool:
+    """Whether a pin or directory is at ``path`` (on the current door's file system)."""
     try:
-        _lstat()(path)
+        _lstat()(os.fspath(path))
     except OSError:
         return False
     return True
+
+
+def unlink(path: str | os.PathLike[str]) -> None:
+    """Remove the pin at ``path`` (on the current door's file system), as ``os.unlink``."""
+    files = door().files
+    (files.unlink if files is not None else os.unlink)(os.fspath(path))
 
 
 def check_text(path: str | os.PathLike[str], what: str = "pin path") -> str:
@@ -155,9 +164,9 @@ def make_dir(path: str | os.PathLike[str], mode: int = 0o700) -> str:
     one: a real directory, owned by this user or root, not writable by others unless sticky."""
     text = check_text(path, "pin directory")
     files = door().files
-    if not _lexists(text):
+    if not lexists(text):
         parent = os.path.dirname(text)
-        if parent != text and not _lexists(parent):
+        if parent != text and not lexists(parent):
             make_dir(parent, mode)
         check_dirs(text)
         if files is not None:
