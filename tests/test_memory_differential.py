@@ -471,7 +471,7 @@ def test_random_sequences_agree(sides: Sides, scenario: tuple[MapSpec, list[tupl
 
 _CREATE_TYPES = [MapType.HASH, MapType.ARRAY, MapType.PERCPU_HASH, MapType.PERCPU_ARRAY, MapType.LRU_HASH,
                  MapType.LRU_PERCPU_HASH, MapType.LPM_TRIE, MapType.QUEUE, MapType.STACK, MapType.BLOOM_FILTER,
-                 MapType.SOCKMAP, MapType.SOCKHASH, MapType.REUSEPORT_SOCKARRAY, 0, 200]
+                 MapType.SOCKMAP, MapType.SOCKHASH, MapType.REUSEPORT_SOCKARRAY, MapType.RINGBUF, MapType.ARRAY_OF_MAPS, 0, 200]
 _FLAG_BITS = [0, MapFlags.NO_PREALLOC, MapFlags.NO_COMMON_LRU, MapFlags.RDONLY, MapFlags.WRONLY, MapFlags.RDONLY_PROG,
               MapFlags.WRONLY_PROG, MapFlags.MMAPABLE, MapFlags.INNER_MAP, MapFlags.PRESERVE_ELEMS, MapFlags.ZERO_SEED,
               MapFlags.NUMA_NODE, 1 << 25]
@@ -486,7 +486,7 @@ def create_attrs(draw: st.DrawFn) -> dict[str, Any]:
         map_type=draw(st.sampled_from(_CREATE_TYPES)),
         key_size=draw(st.sampled_from([0, 1, 4, 5, 8, 261, 600])),
         value_size=draw(st.sampled_from([0, 1, 4, 8, 32768, 40000])),
-        max_entries=draw(st.sampled_from([0, 1, 4, 64, 0xFFFFFFFF])),
+        max_entries=draw(st.sampled_from([0, 1, 4, 64, 4096, 0xFFFFFFFF])),
         map_flags=flags,
         numa_node=draw(st.sampled_from([0, 1, 4000])),
         map_extra=draw(st.sampled_from([0, 3, 16])),

@@ -46,7 +46,7 @@ CLANG = shutil.which("clang-16") or shutil.which("clang") or "clang"
 IN_MEMORY = {MapType.HASH, MapType.ARRAY, MapType.PERCPU_HASH, MapType.PERCPU_ARRAY, MapType.LRU_HASH,
              MapType.LRU_PERCPU_HASH, MapType.LPM_TRIE, MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS,
              MapType.PROG_ARRAY, MapType.SOCKMAP, MapType.SOCKHASH, MapType.REUSEPORT_SOCKARRAY, MapType.QUEUE,
-             MapType.STACK, MapType.BLOOM_FILTER}
+             MapType.STACK, MapType.BLOOM_FILTER, MapType.RINGBUF}
 """The map types the memory kernel has; every other type is refused by name."""
 
 
@@ -64,8 +64,8 @@ def test_every_map_type_is_in_memory_or_refused_by_name() -> None:
         with pytest.raises(NotSupportedError, match="DEVMAP maps are not in the memory kernel") as info:
             Map.create(type=MapType.DEVMAP, key_size=4, value_size=4, max_entries=4)
         assert info.value.errno == errno.EOPNOTSUPP and "create DEVMAP map" in str(info.value)
-        with pytest.raises(NotSupportedError, match="RINGBUF maps are not in the memory kernel"):
-            Map.create(type=MapType.RINGBUF, max_entries=4096)
+        with pytest.raises(NotSupportedError, match="USER_RINGBUF maps are not in the memory kernel"):
+            Map.create(type=MapType.USER_RINGBUF, max_entries=4096)
 
 
 def test_fds_are_real_and_ids_are_the_kernels_shape() -> None:
@@ -399,3 +399,29 @@ def test_collections_load_with_stand_ins(tmp_path: Path) -> None:
             assert second.maps["pinned_counts"].id == kept and second.maps["pinned_counts"][1] == 5
         assert k.fs.listdir("/sys/fs/bpf/app") == ["pinned_counts"]
         k.fs.rmtree("/sys/fs/bpf/app")
+
+
+def test_ring_buffers_are_read_by_ringbuffer() -> None:
+    """The test produces what a program would (``ringbuf_output``); ``pybpf.RingBuffer`` reads it,
+    waits for it, skips discarded records, and a full ring refuses more."""
+    with memory_kernel() as k:
+        with Map.create(type=MapType.RINGBUF, max_entries=4096, name="events") as ring:
+            with pybpf.RingBuffer(ring) as reader:
+                assert reader.poll(0) == []
+                assert k.ringbuf_output(ring, b"first") and k.ringbuf_output(ring, b"gone", discard=True)
+                assert k.ringbuf_output(ring, b"second")
+                assert reader.poll(0) == [b"first", b"second"]
+                threading.Timer(0.05, k.ringbuf_output, (ring, b"later")).start()
+                assert reader.poll(5) == [b"later"]
+                fitted = 0
+                while k.ringbuf_output(ring, bytes(100)):
+                    fitted += 1
+                assert fitted == 4096 // 112  # 100 bytes + an 8-byte header, 8-aligned
+                assert len(reader.poll(0)) == fitted
+                for i in range(30):  # past the end of the ring: records wrap around
+                    assert k.ringbuf_output(ring, bytes([i]) * (i + 1))
+                assert reader.poll(0) == [bytes([i]) * (i + 1) for i in range(30)]
+            with pytest.raises(NotSupportedError):
+                ring.lookup(b"")
+        with pytest.raises(ValueError, match="max_entries"):
+            Map.create(type=MapType.RINGBUF, max_entries=1000)

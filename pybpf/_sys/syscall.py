@@ -55,6 +55,9 @@ class Door:
     """What an fd of this door holds ("map", "program", "link", "BTF"), instead of /proc/self/fd."""
     files: PinFiles | None = None
     """The bpf file system pins live on, instead of the machine's (``pybpf._sys.bpffs``)."""
+    poll: Callable[[int], tuple[int, int]] | None = None
+    """``(fd, epoll events)`` to wait on for a map fd's readiness, instead of ``(fd, EPOLLIN)``
+    (epoll cannot watch the in-memory kernel's fds)."""
 
 
 KERNEL = Door(libc.syscall, ctypes.get_errno, raw_held=ctypes.PyDLL(None, use_errno=True).syscall)

@@ -39,6 +39,7 @@ from typing import Any
 
 from .._sys.constants import MapType
 from .._sys.ringbuf import BUSY_BIT, CONSUMER_OFFSET, DISCARD_BIT, HDR_SZ, PAGE, PRODUCER_OFFSET
+from .._sys.syscall import door
 from ..errors import BPFError, error_for
 from ._reader import Closing, Guard, Iterable, check_timeout, decoder, map_fd_and_info
 
@@ -120,7 +121,8 @@ class RingBuffer(Iterable[Any], Closing):
         try:
             ring = _Ring(fd, size, name)
             try:
-                self._epoll.register(fd, select.EPOLLIN)
+                watch = door().poll  # a door whose fds epoll cannot watch says what to wait on
+                self._epoll.register(*(watch(fd) if watch is not None else (fd, select.EPOLLIN)))
             except BaseException:
                 ring.close()
                 raise

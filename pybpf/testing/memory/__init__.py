@@ -7,7 +7,7 @@ door (``door``), objects, ids and lifetimes (``kernel``, ``objects``), fds (``fd
 the virtual bpffs (``bpffs``), program stand-ins and BTF (``programs``).
 """
 
-from . import arrays, hashmaps, keyless, lpm, sockets  # noqa: F401 - each registers its map types
+from . import arrays, hashmaps, keyless, lpm, ringbuf, sockets  # noqa: F401 - each registers its map types
 from .kernel import MemoryKernel, memory_kernel
 from .objects import NotInMemoryKernelError
 from .programs import StandIn

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import select
 import sys
 import threading
 from collections.abc import Iterator, Mapping
@@ -27,6 +28,7 @@ from .hashmaps import template_of
 from .maps import MemMap
 from .objects import Errno, MemObject
 from .programs import MemProgram, StandIn
+from .ringbuf import RingBufMap
 from .sockets import SocketRegistry
 
 _KINDS = ("map", "program", "BTF", "link")
@@ -58,7 +60,7 @@ class MemoryKernel:
         self.closed = False
         self.commands = Commands(self)
         self.door = Door(self.commands.raw, self.commands.get_errno, "memory", bind=self.commands.bind,
-                         object_kind=self.object_kind, files=self.fs)
+                         object_kind=self.object_kind, files=self.fs, poll=self.poll)
         """The door pybpf's calls go through."""
 
     # ---- objects ------------------------------------------------------------------------------
@@ -150,6 +152,17 @@ class MemoryKernel:
             return None
         return {"anon_inode:bpf-map": "map", "anon_inode:bpf-prog": "program"}.get(link)
 
+    def poll(self, fd: int) -> tuple[int, int]:
+        """What a reader waits on for a map fd: a ring buffer's eventfd, edge-triggered (one wake-up
+        per record produced); any other fd as it is."""
+        try:
+            obj = self.fds.resolve(fd).obj
+        except Errno:
+            return fd, select.EPOLLIN
+        if isinstance(obj, RingBufMap):
+            return obj.event_fd, select.EPOLLIN | select.EPOLLET
+        return fd, select.EPOLLIN
+
     # ---- helpers for the map types -------------------------------------------------------------
 
     def inner_map(self, template: tuple[Any, ...], value: bytes) -> MemMap:
@@ -169,6 +182,16 @@ class MemoryKernel:
 
     # ---- for tests ----------------------------------------------------------------------------
 
+    def ringbuf_output(self, bpf_map: Any, data: bytes, *, discard: bool = False) -> bool:
+        """Put a record in a RINGBUF map, as a program's ``bpf_ringbuf_output`` would (``discard``:
+        a record reserved then discarded, which readers skip). False when the ring is full."""
+        fd = bpf_map if isinstance(bpf_map, int) else bpf_map.fd
+        with self.lock:
+            ring = self.resolve(fd, "map").obj
+            if not isinstance(ring, RingBufMap):
+                raise TypeError(f"ringbuf_output: map {getattr(bpf_map, 'name', fd)!r} is not a RINGBUF")
+            return ring.output(bytes(data), discard)
+
     def maps(self) -> list[MemMap]:
         """The live maps (after a sweep)."""
         self.sweep()
@@ -186,6 +209,9 @@ class MemoryKernel:
                 if obj.storage_fd >= 0:  # our mapping keeps the memory; the fd was ours
                     os.close(obj.storage_fd)
                     obj.storage_fd = -1
+                if isinstance(obj, RingBufMap) and obj.event_fd >= 0:
+                    os.close(obj.event_fd)
+                    obj.event_fd = -1
             table.clear()
 
 
