@@ -19,6 +19,7 @@ import contextlib
 import errno
 import os
 import shutil
+import socket
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import pybpf
 from pybpf import BPFError, Map, MapFlags, MapSpec, MapType, UpdateFlags
 from pybpf._sys import commands
 from pybpf._sys.attrs import MapCreateAttr
@@ -539,3 +541,81 @@ def test_errno_of_a_closed_fd_and_of_a_foreign_fd() -> None:
         os.close(w)
         memory.close()
 
+
+
+# ---- socket maps: real sockets of every kind, on both kernels --------------------------------------
+
+SOCKET_EXAMPLES = int(os.environ.get("PYBPF_DIFFERENTIAL_SOCKET_EXAMPLES", str(max(50, EXAMPLES // 50))))
+
+
+def _sockets() -> list[socket.socket]:
+    """One socket of each kind the kernel treats differently (see memory/sockets.py)."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    udp.bind(("127.0.0.1", 0))
+    unix_a, _unix_b = socket.socketpair()
+    return [listener, client, server, udp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket(),
+            unix_a, _unix_b]
+
+
+@st.composite
+def socket_scenarios(draw: st.DrawFn) -> tuple[MapType, int, list[tuple[Any, ...]]]:
+    kind = draw(st.sampled_from([MapType.SOCKMAP, MapType.SOCKHASH, MapType.REUSEPORT_SOCKARRAY]))
+    entries = draw(st.integers(1, 4))
+    ops: list[tuple[Any, ...]] = []
+    for _ in range(draw(st.integers(1, 12))):
+        slot = draw(st.integers(0, entries + 1)).to_bytes(4, ORDER)
+        ops.append(draw(st.sampled_from([
+            ("update", slot, draw(st.integers(0, 7)), draw(st.sampled_from([0, 0, 1, 2, 4]))),
+            ("lookup", slot), ("delete", slot), ("walk",), ("close", draw(st.integers(0, 7))),
+        ])))
+    return kind, entries, ops
+
+
+@settings(max_examples=SOCKET_EXAMPLES, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(socket_scenarios())
+def test_socket_map_sequences_agree(scenario: tuple[MapType, int, list[tuple[Any, ...]]]) -> None:
+    kind, entries, ops = scenario
+    socks = _sockets()
+    cookies = {pybpf.socket_cookie(s): i for i, s in enumerate(socks)}
+    memory = MemoryKernel()
+    maps: list[Map] = []
+    try:
+        for door in (None, memory.door):
+            with use_door(door) if door is not None else contextlib.nullcontext():
+                maps.append(Map.create(type=kind, key_size=4, value_size=8, max_entries=entries))
+        for op in ops:
+            if op[0] == "close":
+                socks[op[1]].close()
+                continue
+            outcomes = []
+            for bpf_map, door in zip(maps, (None, memory.door)):
+                with use_door(door) if door is not None else contextlib.nullcontext():
+                    try:
+                        if op[0] == "update":
+                            sock = socks[op[2]]
+                            result: Any = bpf_map.update(op[1], sock if sock.fileno() >= 0 else 10**6, op[3])
+                        elif op[0] == "lookup":
+                            result = cookies.get(bpf_map.lookup(op[1]), "?")
+                        elif op[0] == "delete":
+                            result = bpf_map.delete(op[1])
+                        else:
+                            result = sorted(bpf_map._iter_key_bytes())
+                        outcomes.append(("ok", result))
+                    except BPFError as err:
+                        outcomes.append(("error", type(err).__name__, err.errno))
+                    except (ValueError, TypeError) as err:
+                        outcomes.append(("error", type(err).__name__, str(err)))
+            assert outcomes[0] == outcomes[1], f"{kind.name} {op}: kernel {outcomes[0]} != memory {outcomes[1]}"
+    finally:
+        for bpf_map in maps:
+            bpf_map.close()
+        for s in socks:
+            s.close()
+        memory.close()

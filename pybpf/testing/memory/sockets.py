@@ -330,6 +330,12 @@ class ReuseportSockArray(_SocketMapBase):
         if index >= self.max_entries:
             raise Errno(E2BIG)
         sock = socket_from(value, self.value_size)
+        self._sweep()
+        old = self.slots.get(index)  # reuseport_array_update_check, in its order
+        if old is not None and flags == NOEXIST:
+            raise Errno(EEXIST)
+        if old is None and flags == EXIST:
+            raise Errno(ENOENT)
         if (sock.protocol not in (socket.IPPROTO_TCP, socket.IPPROTO_UDP)
                 or sock.family not in (socket.AF_INET, socket.AF_INET6)
                 or sock.type not in (socket.SOCK_STREAM, socket.SOCK_DGRAM)):
@@ -337,13 +343,7 @@ class ReuseportSockArray(_SocketMapBase):
         hashed = _listening(sock.fd) if sock.protocol == socket.IPPROTO_TCP else _bound_port(sock.fd) != 0
         if not hashed or _int_opt(sock.fd, _SOL_SOCKET, _SO_REUSEPORT) != 1:
             raise Errno(EINVAL)
-        self._sweep()
         self.kernel.sockets.check_join(sock, reuseport=True)
-        old = self.slots.get(index)
-        if old is not None and flags == NOEXIST:
-            raise Errno(EEXIST)
-        if old is None and flags == EXIST:
-            raise Errno(ENOENT)
         self.slots[index] = sock
         self.kernel.sockets.join(sock, self)
         if old is not None:
