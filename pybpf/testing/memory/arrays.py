@@ -120,6 +120,8 @@ class ArrayMap(MemMap):
         self._mapping = (addr, size)
         self.mm = memoryview((ctypes.c_char * size).from_address(addr)).cast("B")
         self.storage_fd = fd
+        if self.flags & MapFlags.RDONLY_PROG:
+            self.freeze_storage()  # the kernel refuses a writable mapping of it (EACCES; EPERM here)
 
     def writable_mappings(self) -> int:
         if self.mm is None:
@@ -137,7 +139,7 @@ class ArrayMap(MemMap):
     def _get(self, index: int) -> bytes:
         if self.mm is not None:
             off = index * self.stride
-            return self.mm[off: off + self.value_size]
+            return bytes(self.mm[off: off + self.value_size])
         return self.slots.get(index, self.zero)
 
     def _set(self, index: int, value: bytes) -> None:
@@ -300,8 +302,8 @@ class ProgramArray(_FdArray):
     def _resolve(self, value: bytes) -> MemObject:
         program = self.kernel.program_of(index_of(value))
         if self.owner_type is None:
-            self.owner_type = program.type  # type: ignore[attr-defined]
-        elif program.type != self.owner_type:  # type: ignore[attr-defined]
+            self.owner_type = program.type
+        elif program.type != self.owner_type:
             raise Errno(EINVAL)
         return program
 

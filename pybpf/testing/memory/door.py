@@ -60,7 +60,7 @@ def _view(attr: ctypes.Structure, cls: type[S]) -> S:
     """``attr`` as the command's struct: the same memory when it is large enough (so outputs reach
     the caller), else a zero-padded copy (fields it lacks read as zero, as the kernel pads)."""
     if type(attr) is cls:
-        return attr  # type: ignore[return-value]
+        return attr
     if ctypes.sizeof(attr) >= ctypes.sizeof(cls):
         return cls.from_address(ctypes.addressof(attr))
     copy = cls()
@@ -129,7 +129,8 @@ class Commands:
             Cmd.PROG_LOAD: self.prog_load,
             Cmd.PROG_TEST_RUN: self.prog_test_run,
         }
-        self._cmd_of: dict[Callable[[ctypes.Structure], int], tuple[int, ...]] = {}
+        self._cmd = 0
+        """The command being handled (handlers run under the kernel's lock, one at a time)."""
 
     # ---- the door ------------------------------------------------------------------------------
 
@@ -154,7 +155,8 @@ class Commands:
 
     def get_errno(self) -> int:
         """The errno of this thread's last failed command."""
-        return getattr(self._tls, "errno", 0)  # type: ignore[no-any-return]
+        code: int = getattr(self._tls, "errno", 0)
+        return code
 
     def bind(self, fd: int) -> Callable[..., int]:
         """A ``raw`` for one map fd: the element commands over the same prebuilt attrs skip the
@@ -184,10 +186,10 @@ class Commands:
                 ops = {c: op for c, op in ops.items() if c == Cmd.MAP_DELETE_ELEM}
             else:
                 ops.pop(Cmd.MAP_DELETE_ELEM, None)
-            for c in (() if readable else _READS) + (() if writable else _WRITES):
-                ops.pop(c, None)
-            for c, op in ops.items():
-                table[c] = op
+            refused: tuple[int, ...] = (() if readable else _READS) + (() if writable else _WRITES)
+            for command, op in ops.items():
+                if command not in refused:
+                    table[command] = op
             return table
 
         def bound(nr: int, cmd: int, ref: Any, size: int) -> int:
@@ -378,7 +380,7 @@ class Commands:
             raise Errno(errno.EINVAL)
         return self.kernel.open(obj, readable, writable)
 
-    _ID_KINDS = {Cmd.MAP_GET_NEXT_ID: "map", Cmd.PROG_GET_NEXT_ID: "program", Cmd.BTF_GET_NEXT_ID: "BTF",
+    _ID_KINDS: dict[int, str] = {Cmd.MAP_GET_NEXT_ID: "map", Cmd.PROG_GET_NEXT_ID: "program", Cmd.BTF_GET_NEXT_ID: "BTF",
                  Cmd.LINK_GET_NEXT_ID: "link", Cmd.MAP_GET_FD_BY_ID: "map", Cmd.PROG_GET_FD_BY_ID: "program",
                  Cmd.BTF_GET_FD_BY_ID: "BTF", Cmd.LINK_GET_FD_BY_ID: "link"}
 
@@ -430,13 +432,13 @@ class Commands:
         info = cls.from_buffer_copy(read(attr.info, used).ljust(size, b"\0"))
         fields = obj.info()
         if isinstance(obj, MemProgram):
-            info.nr_map_ids = 0  # type: ignore[attr-defined]
+            info.nr_map_ids = 0
             for name in ("jited_prog_len", "xlated_prog_len", "nr_jited_ksyms", "nr_jited_func_lens", "nr_func_info",
                          "nr_line_info", "nr_jited_line_info", "nr_prog_tags"):
                 setattr(info, name, 0)
         if isinstance(obj, MemBtf):
-            out = obj.data[: info.btf_size] if info.btf else b""  # type: ignore[attr-defined]
-            write(info.btf, out)  # type: ignore[attr-defined]
+            out = obj.data[: info.btf_size] if info.btf else b""
+            write(info.btf, out)
         for name, value in fields.items():
             setattr(info, name, value)
         write(attr.info, bytes(info)[:used])

@@ -24,7 +24,7 @@ import errno
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..._sys.constants import Cmd, MapFlags, MapType
 from ...map.codec import possible_cpus
@@ -85,7 +85,8 @@ class _Snapshot:
 class HashMap(MemMap):
     """A hash map: ``data`` maps key bytes to value bytes; ``seq`` numbers keys by insertion."""
 
-    types = (MapType.HASH, MapType.PERCPU_HASH, MapType.LRU_HASH, MapType.LRU_PERCPU_HASH)
+    types: ClassVar[tuple[MapType, ...]] = (MapType.HASH, MapType.PERCPU_HASH, MapType.LRU_HASH,
+                                            MapType.LRU_PERCPU_HASH)
     batch_commands = BATCH_ALL
 
     def __init__(self, req: CreateRequest, kernel: MemoryKernel) -> None:
@@ -391,7 +392,7 @@ class HashMap(MemMap):
 class HashOfMaps(HashMap):
     """HASH_OF_MAPS: values are maps compatible with the template; lookups give their ids."""
 
-    types = (MapType.HASH_OF_MAPS,)
+    types: ClassVar[tuple[MapType, ...]] = (MapType.HASH_OF_MAPS,)
     fd_values = True
 
     def __init__(self, req: CreateRequest, kernel: MemoryKernel) -> None:

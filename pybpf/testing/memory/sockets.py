@@ -18,7 +18,7 @@ import socket
 import stat
 import struct
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..._sys.constants import MapFlags, MapType
 from ..._sys.libc import libc
@@ -112,7 +112,7 @@ def _suitable(sock: Sock) -> bool:
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         if sock.protocol == socket.IPPROTO_TCP:
             info = _sockopt(fd, _SOL_TCP, _TCP_INFO, 8)
-            return bool(info) and info[0] in (_TCP_ESTABLISHED, _TCP_LISTEN)
+            return info is not None and len(info) > 0 and info[0] in (_TCP_ESTABLISHED, _TCP_LISTEN)
         if sock.protocol == socket.IPPROTO_UDP:
             return _bound_port(fd) != 0
         return False
@@ -225,7 +225,7 @@ class SockMap(_SocketMapBase):
 class SockHash(HashMap):
     """SOCKHASH: sockets under keys of any size, in insertion order."""
 
-    types = (MapType.SOCKHASH,)
+    types: ClassVar[tuple[MapType, ...]] = (MapType.SOCKHASH,)
     batch_commands = frozenset()
 
     @classmethod
