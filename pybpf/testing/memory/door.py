@@ -42,6 +42,7 @@ from .keyless import BloomFilter
 from .maps import LOCK, MAP_CLASSES, CreateRequest, MemMap, check_common, check_name
 from .objects import ENOTSUPP, Errno, NotInMemoryKernelError
 from .programs import MemBtf, MemProgram
+from .releases import BATCH_SKIPS_HOLES, FREEZE_NEEDS_WRITE
 
 if TYPE_CHECKING:
     from .kernel import MemoryKernel
@@ -326,8 +327,8 @@ class Commands:
         attr = _view(raw_attr, MapElemAttr)
         _zero(attr.key, attr.value, attr.flags)
         obj, _, writable = self._map(attr.map_fd)
-        if not writable:
-            raise Errno(errno.EPERM)
+        if FREEZE_NEEDS_WRITE.in_release(self.kernel.version) and not writable:
+            raise Errno(errno.EPERM)  # a read-only fd, or frozen already
         if obj.writable_mappings() or obj.frozen:
             raise Errno(errno.EBUSY)
         obj.frozen = True
@@ -352,7 +353,7 @@ class Commands:
             return batch.delete_batch(obj, attr)
         if isinstance(obj, HashMap):
             return batch.hash_lookup_batch(obj, attr, delete=cmd == Cmd.MAP_LOOKUP_AND_DELETE_BATCH)
-        return batch.lookup_batch(obj, attr, skip_holes=self.kernel.version >= (6, 14))
+        return batch.lookup_batch(obj, attr, skip_holes=BATCH_SKIPS_HOLES.in_release(self.kernel.version))
 
     # ---- pins, ids, info -----------------------------------------------------------------------
 

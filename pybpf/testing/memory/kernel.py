@@ -19,7 +19,6 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ..._sys.kernel import kernel_version
 from ..._sys.syscall import Door, use_door
 from .bpffs import VirtualBpffs
 from .door import Commands
@@ -28,6 +27,7 @@ from .hashmaps import template_of
 from .maps import MemMap
 from .objects import Errno, MemObject
 from .programs import MemProgram, StandIn
+from .releases import version_of
 from .ringbuf import RingBufMap
 from .sockets import SocketRegistry
 
@@ -39,13 +39,15 @@ class MemoryKernel:
     (``memory_kernel()`` does).
 
     ``bpffs``: where its virtual bpf file systems are mounted. ``programs``: Python stand-ins for
-    programs, by name (see ``pybpf.testing.memory.programs``). ``release``: the kernel release
-    whose behaviour to follow where releases differ (default: the running kernel's).
+    programs, by name (see ``pybpf.testing.memory.programs``). ``release``: the kernel release,
+    (major, minor) or (major, minor, patch), whose behaviour to follow where releases differ
+    (default: the running kernel's; see ``releases.py``).
     """
 
     def __init__(self, *, bpffs: tuple[str, ...] = ("/sys/fs/bpf",), programs: Mapping[str, StandIn] | None = None,
-                 release: tuple[int, int] | None = None) -> None:
-        self.version = release or kernel_version()
+                 release: tuple[int, ...] | None = None) -> None:
+        self.version = version_of(release)
+        """(major, minor, patch) whose behaviour to follow (``releases.py``)."""
         self.lock = threading.Lock()
         self.fds = Descriptions()
         self.fs = VirtualBpffs(self, bpffs)
@@ -217,7 +219,7 @@ class MemoryKernel:
 
 @contextlib.contextmanager
 def memory_kernel(*, bpffs: tuple[str, ...] = ("/sys/fs/bpf",), programs: Mapping[str, StandIn] | None = None,
-                  release: tuple[int, int] | None = None) -> Iterator[MemoryKernel]:
+                  release: tuple[int, ...] | None = None) -> Iterator[MemoryKernel]:
     """Run the block against a fresh in-memory kernel: maps created, opened, pinned and listed in it
     behave as the kernel's, without privileges. Programs need Python stand-ins (``programs``)."""
     kernel = MemoryKernel(bpffs=bpffs, programs=programs, release=release)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from ..._sys.constants import Cmd, MapFlags, MapType
 from .maps import ACCESS_MASK, EXIST, NOEXIST, CreateRequest, MemMap, access_ok, register
 from .objects import Errno
+from .releases import LPM_FLAGS
 
 if TYPE_CHECKING:
     from .kernel import MemoryKernel
@@ -51,7 +52,7 @@ class LpmTrie(MemMap):
         self.max_prefixlen = self.data_size * 8
         self.root: _Node | None = None
         self.n_entries = 0
-        self.fixed = kernel.version >= (6, 14)
+        self.fixed = LPM_FLAGS.in_release(kernel.version)
         """The 6.14 behaviour (flags honoured, in-place update of a full trie, exact next key)."""
 
     @classmethod

@@ -1,0 +1,75 @@
+"""Where kernel releases differ in what user space sees of maps: one row per change, so the memory
+kernel behaves as the release it emulates (the running one unless ``memory_kernel(release=...)``).
+
+Stable series take some changes late (Debian's 6.1 and 6.12 carry fixes from 6.14), so a row
+names the upstream release and, per stable series, the first patch level known to have it. Those
+levels are the ones measured here by the differential test (``scripts/kernel-matrix``); an
+earlier one may have it too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import re
+
+Version = tuple[int, int, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """A change of behaviour: in ``since`` and later, and in the stable patch levels listed."""
+
+    what: str
+    since: tuple[int, int]
+    stable: tuple[tuple[tuple[int, int], int], ...] = ()
+    """((major, minor), first patch level with the change), per stable series."""
+
+    def in_release(self, version: Version) -> bool:
+        """Whether ``version`` (major, minor, patch) has the change."""
+        series, patch = version[:2], version[2]
+        if series >= self.since:
+            return True
+        return any(series == s and patch >= first for s, first in self.stable)
+
+
+LPM_FLAGS = Change(
+    "LPM_TRIE honours NOEXIST/EXIST, replaces in place when full, and get_next_key restarts from the "
+    "leftmost prefix for a prefix it does not have (before: ENOSPC when full, flags ignored)",
+    since=(6, 14), stable=(((6, 12), 118), ((6, 1), 192)))
+BATCH_SKIPS_HOLES = Change(
+    "a generic batch lookup skips keys without a value (an empty ARRAY_OF_MAPS slot) instead of "
+    "failing with EINTR after three retries",
+    since=(6, 14), stable=(((6, 12), 118), ((6, 1), 192)))
+FREEZE_NEEDS_WRITE = Change(
+    "BPF_MAP_FREEZE needs an fd that may write (EPERM for a read-only fd or a frozen map; before, "
+    "a read-only fd could freeze and a second freeze was EBUSY)",
+    since=(6, 12))
+
+CHANGES = (LPM_FLAGS, BATCH_SKIPS_HOLES, FREEZE_NEEDS_WRITE)
+
+
+@functools.cache
+def running() -> Version:
+    """The running kernel's upstream version: Debian and Ubuntu name it in /proc/version (their
+    ``uname -r`` has an ABI number where the patch level would be)."""
+    try:
+        with open("/proc/version") as f:
+            text = f.read()
+    except OSError:
+        text = ""
+    found = re.search(r"(?:Debian|Ubuntu) (\d+)\.(\d+)\.(\d+)", text) or re.match(
+        r"(\d+)\.(\d+)(?:\.(\d+))?", os.uname().release)
+    if found is None:  # pragma: no cover - every Linux names its release so
+        return (0, 0, 0)
+    return int(found[1]), int(found[2]), int(found[3] or 0)
+
+
+def version_of(release: tuple[int, ...] | None) -> Version:
+    """A (major, minor) or (major, minor, patch) release as a full version (patch 0 when not given:
+    a series' first release); None: the running kernel's."""
+    if release is None:
+        return running()
+    major, minor, *rest = release
+    return major, minor, rest[0] if rest else 0
