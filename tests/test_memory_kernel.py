@@ -425,3 +425,13 @@ def test_ring_buffers_are_read_by_ringbuffer() -> None:
                 ring.lookup(b"")
         with pytest.raises(ValueError, match="max_entries"):
             Map.create(type=MapType.RINGBUF, max_entries=1000)
+
+
+def test_release_rows_name_upstream_and_stable_versions() -> None:
+    from pybpf.testing.memory import releases
+
+    lpm = releases.LPM_FLAGS
+    assert lpm.in_release((6, 14, 0)) and lpm.in_release((6, 18, 44))
+    assert lpm.in_release((6, 12, 118)) and not lpm.in_release((6, 12, 0)) and not lpm.in_release((6, 6, 200))
+    assert releases.version_of((6, 1)) == (6, 1, 0) and releases.version_of((6, 1, 5)) == (6, 1, 5)
+    assert releases.running()[:2] == tuple(int(x) for x in os.uname().release.split(".")[:2])

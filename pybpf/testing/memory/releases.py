@@ -52,15 +52,22 @@ CHANGES = (LPM_FLAGS, BATCH_SKIPS_HOLES, FREEZE_NEEDS_WRITE)
 
 @functools.cache
 def running() -> Version:
-    """The running kernel's upstream version: Debian and Ubuntu name it in /proc/version (their
-    ``uname -r`` has an ABI number where the patch level would be)."""
+    """The running kernel's upstream version. Debian names it after the build number in
+    /proc/version, Ubuntu in /proc/version_signature (their ``uname -r`` has an ABI number where
+    the patch level would be)."""
+    found = None
     try:
-        with open("/proc/version") as f:
-            text = f.read()
+        with open("/proc/version_signature") as f:  # Ubuntu: "Ubuntu 5.15.0-91.101-generic 5.15.131"
+            found = re.search(r"(\d+)\.(\d+)\.(\d+)\s*$", f.read())
     except OSError:
-        text = ""
-    found = re.search(r"(?:Debian|Ubuntu) (\d+)\.(\d+)\.(\d+)", text) or re.match(
-        r"(\d+)\.(\d+)(?:\.(\d+))?", os.uname().release)
+        pass
+    if found is None:
+        try:
+            with open("/proc/version") as f:  # Debian: "... #1 SMP PREEMPT_DYNAMIC Debian 6.1.192-3 (date)"
+                found = re.search(r"#\d+\S* .*?Debian (\d+)\.(\d+)\.(\d+)", f.read())
+        except OSError:
+            pass
+    found = found or re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", os.uname().release)
     if found is None:  # pragma: no cover - every Linux names its release so
         return (0, 0, 0)
     return int(found[1]), int(found[2]), int(found[3] or 0)
