@@ -30,6 +30,7 @@ from .map import (
 )
 
 from .programs import Link, LinkInfo, Program, ProgramInfo, ProgramSpec, TestRun, XdpMode
+from .programs import CgroupFlags, detach_socket
 
 __version__ = "0.1.0"
 
@@ -94,4 +95,6 @@ __all__ = [
     "maps",
     "possible_cpus",
     "socket_cookie",
+    "CgroupFlags",
+    "detach_socket",
 ]

@@ -2,6 +2,7 @@
 ready-made programs assembled without a compiler (each returns a loaded ``Program``)."""
 
 from .attach import XdpMode, query
+from .cgroup import CgroupFlags, CgroupProgram, cgroup_programs
 from .info import LinkInfo, ProgramInfo
 from .link import Link
 from .program import Program, TestRun, loaded_programs
@@ -19,6 +20,7 @@ from .ready import (
     splice_verdict,
     xsk_redirect,
 )
+from .sockfilter import detach_socket
 from .spec import ProgramSpec
 
 __all__ = [
@@ -43,4 +45,8 @@ __all__ = [
     "splice_pair",
     "splice_verdict",
     "xsk_redirect",
+    "CgroupFlags",
+    "CgroupProgram",
+    "cgroup_programs",
+    "detach_socket",
 ]
