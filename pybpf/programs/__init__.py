@@ -20,6 +20,7 @@ from .ready import (
     splice_verdict,
     xsk_redirect,
 )
+from .ready_sockets import BindingKey, DispatchMetrics, SockTuple, sk_lookup_dispatch, sk_msg_to_peer, sockops_insert
 from .sockfilter import detach_socket
 from .spec import ProgramSpec
 
@@ -49,4 +50,10 @@ __all__ = [
     "CgroupProgram",
     "cgroup_programs",
     "detach_socket",
+    "BindingKey",
+    "DispatchMetrics",
+    "SockTuple",
+    "sk_lookup_dispatch",
+    "sk_msg_to_peer",
+    "sockops_insert",
 ]

@@ -143,6 +143,8 @@ def _explain(prog: Any, fd: int, name: str, kind: AttachType, code: int, flags: 
             return old
         if reason := refusal.mismatch(prog, kind):
             return refusal.known(code, where, reason)
+        if op == "attach" and _attached_here(fd, kind, prog):
+            return refusal.known(code, where, f"this program is already attached to the cgroup as {kind.name}")
     if code == errno.EPERM:
         if reason := _exclusive_reason(fd, name, kind, flags):
             return refusal.known(code, where, reason)
@@ -151,6 +153,13 @@ def _explain(prog: Any, fd: int, name: str, kind: AttachType, code: int, flags: 
     if code == errno.E2BIG:
         return refusal.known(code, where, f"the cgroup already has {MAX_PROGS} programs as {kind.name} (the kernel's limit)")
     return refusal.generic(code, where)
+
+
+def _attached_here(fd: int, kind: AttachType, prog: Any) -> bool:
+    try:
+        return prog.id in commands.prog_query_full(fd, kind)[1]
+    except BPFError:
+        return False
 
 
 def _flags_word(flags: int) -> str:

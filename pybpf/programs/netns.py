@@ -9,6 +9,7 @@ from typing import Any
 
 from .._sys import commands
 from .._sys.constants import AttachType, ProgramType
+from .._sys.nsfs import is_netns
 from ..errors import BPFError
 from . import refusal
 from .legacy import LegacyLink
@@ -40,13 +41,9 @@ def open_netns(netns: str | os.PathLike[str] | int | None) -> tuple[int, str]:
         except FileNotFoundError:
             raise ValueError(f"netns: no namespace at {path!r}") from None
         name = path
-    try:
-        target = os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        target = ""
-    if not target.startswith("net:["):
+    if not is_netns(fd):
         os.close(fd)
-        raise ValueError(f"netns: {name!r} is not a network namespace ({target or 'unknown'})")
+        raise ValueError(f"netns: {name!r} is not a network namespace")
     return fd, name
 
 

@@ -95,7 +95,7 @@ def _attach_netlink(prog: Any, ifindex: int, interface: str | int, direction: st
     try:
         created = _ensure_clsact(nl, ifindex, direction, where)
         try:
-            existing = netlink.filters(nl, ifindex, parent)
+            existing = [f for f in netlink.filters(nl, ifindex, parent) if f.handle]  # not the chain heads
             if priority:
                 taken = [f for f in existing if f.priority == priority]
                 if taken:
