@@ -184,6 +184,9 @@ def _become_keeper(sockets: SockHash, sk_msg: Program, pidfd: int, handover: int
     """In the keeper: close every other fd, leave the session, wait."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)  # a pipe held open by the keeper would keep its reader waiting
     start = 3
     for fd in sorted({pidfd, handover, sockets.fd, sk_msg.fd}):
         os.closerange(start, fd)

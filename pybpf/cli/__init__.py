@@ -9,6 +9,7 @@ import sys
 from .. import BPFError
 from . import btf, maps, progs, proxy, xsk
 from . import reuseport as reuseport_cli
+from . import accelerate as accelerate_cli
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -30,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     btf.add_parser(sub)
     xsk.add_parser(sub)
     reuseport_cli.add_parser(sub)
+    accelerate_cli.add_parser(sub)
     return parser
 
 

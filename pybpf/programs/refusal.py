@@ -46,8 +46,8 @@ def too_old(attach_type: AttachType, code: int, where: str, what: str = "") -> N
     since = row.link_since if what == "link" else row.since
     if since is None or kernel_version() >= since:
         return None
-    noun = f"{attach_type.name} links" if what == "link" else attach_type.name
-    return cast(NotSupportedError, known(code, where, f"{noun} need {release(since)}; this is {this_release()}", NotSupportedError))
+    subject = f"{attach_type.name} links need" if what == "link" else f"{attach_type.name} needs"
+    return cast(NotSupportedError, known(code, where, f"{subject} {release(since)}; this is {this_release()}", NotSupportedError))
 
 
 def mismatch(prog: Any, attach_type: AttachType) -> str:
