@@ -24,7 +24,7 @@ from scale import SIZE, TIME
 import pybpf
 from pybpf import AttachType
 from pybpf.apps.accelerate import Accelerator
-from pybpf.apps.netns import inside, ip, namespace
+from pybpf.testing.netns import inside, ip, namespace
 from pybpf.programs import cgroup_programs
 
 MiB = 1 << 20

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pybpf import AttachType, Link, LinkType, ProgramType
-from pybpf.apps.netns import NETNS_DIR, inside, namespace
+from pybpf.testing.netns import NETNS_DIR, inside, namespace
 from pybpf.asm import R0, Assembler
 from pybpf.errors import BPFError
 from pybpf.programs import Program, ProgramSpec

@@ -15,7 +15,7 @@ from pybpf import AttachType, LinkType, Map, MapSpec, MapType, ProgramType
 from pybpf._sys.attrs import ProgQueryAttr
 from pybpf._sys.constants import Cmd
 from pybpf._sys.syscall import bpf_errno
-from pybpf.apps.netns import VethPair, inside, veth_pair
+from pybpf.testing.netns import VethPair, inside, veth_pair
 from pybpf.asm import DW, FP, R0, R1, R2, W, Assembler
 from pybpf.errors import BPFError, NotSupportedError
 from pybpf.programs import Program, ProgramSpec

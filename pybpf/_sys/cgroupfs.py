@@ -5,13 +5,10 @@ from __future__ import annotations
 import ctypes
 import os
 
-from .syscall import get_errno
+from .libc import libc
 
 CGROUP2_SUPER_MAGIC = 0x63677270
 """``f_type`` of a cgroup v2 file system (``statfs``)."""
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
 
 class _Statfs(ctypes.Structure):
     """``struct statfs`` (64-bit layout); only ``f_type`` is read."""
@@ -22,8 +19,8 @@ class _Statfs(ctypes.Structure):
 def fs_type(fd: int) -> int:
     """``f_type`` of the file system holding ``fd`` (``fstatfs``)."""
     buf = _Statfs()
-    if _libc.fstatfs(fd, ctypes.byref(buf)) != 0:
-        code = get_errno()
+    if libc.fstatfs(fd, ctypes.byref(buf)) != 0:
+        code = ctypes.get_errno()
         raise OSError(code, f"fstatfs: {os.strerror(code)}")
     return int(buf.f_type) & 0xFFFFFFFF
 

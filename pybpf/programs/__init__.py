@@ -23,6 +23,7 @@ from .ready import (
 from .ready_sockets import BindingKey, DispatchMetrics, SockTuple, sk_lookup_dispatch, sk_msg_to_peer, sockops_insert
 from .sockfilter import detach_socket
 from .spec import ProgramSpec
+from .stats import StatsHandle, enable_stats
 
 __all__ = [
     "Link",
@@ -30,8 +31,10 @@ __all__ = [
     "Program",
     "ProgramInfo",
     "ProgramSpec",
+    "StatsHandle",
     "TestRun",
     "XdpMode",
+    "enable_stats",
     "loaded_programs",
     "query",
     "reuseport_hash",

@@ -14,9 +14,9 @@ from typing import Any
 from .._sys import commands
 from .._sys.cgroupfs import cgroup2_root, is_cgroup2
 from .._sys.constants import AttachType
+from .._sys.traits import ATTACH_TYPES
 from ..errors import BPFError
 from . import refusal
-from .attach_types import CGROUP_ATTACH_TYPES, release
 from .legacy import LegacyLink
 from .link import Link
 
@@ -24,6 +24,10 @@ BPF_F_QUERY_EFFECTIVE = 1 << 0
 BPF_F_REPLACE = 1 << 2
 MAX_PROGS = 64
 """``BPF_CGROUP_MAX_PROGS``: programs one cgroup takes per attach type."""
+
+
+CGROUP_ATTACH_TYPES: tuple[AttachType, ...] = tuple(sorted(t for t, row in ATTACH_TYPES.items() if row.target == "cgroup"))
+"""Every cgroup attach type, in the kernel's numbering (the order ``cgroup show`` queries)."""
 
 
 class CgroupFlags(enum.IntFlag):
@@ -103,7 +107,7 @@ def attach_cgroup(prog: Any, cgroup: str | os.PathLike[str] | int, attach_type: 
             except BPFError as err:
                 if err.errno != errno.EINVAL or refusal.too_old(kind, err.errno, "") is not None:
                     raise _explain(prog, fd, name, kind, err.errno, CgroupFlags.ALLOW_MULTI, "link") from None
-                reason = (f"this kernel ({refusal.this_release()}) has no cgroup links (they came with {release((5, 7))})"
+                reason = (f"this kernel ({refusal.this_release()}) has no cgroup links (they came with Linux 5.7)"
                           if refusal.too_old(kind, err.errno, "", "link") else
                           "the kernel refused a cgroup link (EINVAL) and took BPF_PROG_ATTACH")
                 return _prog_attach(prog, fd, name, kind, CgroupFlags.ALLOW_MULTI, label, reason)

@@ -7,14 +7,7 @@ import dataclasses
 from typing import Any
 
 from .._sys.attrs import LinkInfoStruct, ProgInfoStruct
-from .._sys.constants import AttachType, LinkType, ProgramType
-
-
-def _enum(cls: type, value: int) -> int:
-    try:
-        return cls(value)
-    except ValueError:
-        return value
+from .._sys.constants import AttachType, LinkType, ProgramType, known
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +34,7 @@ class ProgramInfo:
         """Convert the kernel struct (``map_ids`` come from a second call that has room for them)."""
         return cls(
             id=raw.id,
-            type=_enum(ProgramType, raw.type),
+            type=known(ProgramType, raw.type),
             name=raw.name.decode(errors="replace"),
             tag=bytes(raw.tag).hex(),
             map_ids=tuple(map_ids),
@@ -78,23 +71,23 @@ class LinkInfo:
     @classmethod
     def from_struct(cls, raw: LinkInfoStruct) -> LinkInfo:
         """Convert the kernel struct, decoding the per-type part of the types pybpf attaches."""
-        link_type = _enum(LinkType, raw.type)
+        link_type = known(LinkType, raw.type)
         head: dict[str, Any] = dict(id=raw.id, type=link_type, prog_id=raw.prog_id)
         extra = bytes(raw.extra)
         u32 = (ctypes.c_uint32 * 4).from_buffer_copy(extra[:16])
         if link_type == LinkType.XDP:
             return cls(**head, ifindex=u32[0])
         if link_type == LinkType.SOCKMAP:
-            return cls(**head, map_id=u32[0], attach_type=_enum(AttachType, u32[1]))
+            return cls(**head, map_id=u32[0], attach_type=known(AttachType, u32[1]))
         if link_type in (LinkType.TCX, LinkType.NETKIT):
-            return cls(**head, ifindex=u32[0], attach_type=_enum(AttachType, u32[1]))
+            return cls(**head, ifindex=u32[0], attach_type=known(AttachType, u32[1]))
         if link_type == LinkType.CGROUP:
             return cls(**head, cgroup_id=ctypes.c_uint64.from_buffer_copy(extra[:8]).value,
-                       attach_type=_enum(AttachType, u32[2]))
+                       attach_type=known(AttachType, u32[2]))
         if link_type == LinkType.NETNS:
-            return cls(**head, netns_ino=u32[0], attach_type=_enum(AttachType, u32[1]))
+            return cls(**head, netns_ino=u32[0], attach_type=known(AttachType, u32[1]))
         if link_type == LinkType.STRUCT_OPS:
             return cls(**head, map_id=u32[0])
         if link_type == LinkType.TRACING:
-            return cls(**head, attach_type=_enum(AttachType, u32[0]), target_obj_id=u32[1], target_btf_id=u32[2])
+            return cls(**head, attach_type=known(AttachType, u32[0]), target_obj_id=u32[1], target_btf_id=u32[2])
         return cls(**head)

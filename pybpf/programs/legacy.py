@@ -50,6 +50,7 @@ class LegacyLink(Link):
         """Own ``prog_fd`` (a dup of the program's fd) and what is in ``keep`` (fds, or objects
         with ``close()``); ``detach`` undoes the attachment and must not refer to this object."""
         self._fd = prog_fd
+        self._retired = False
         self._state = {"detached": False}
         self._detach_fn = detach
         self._finalizer = weakref.finalize(self, _undo, detach, [prog_fd, *keep], self._state)

@@ -8,15 +8,13 @@ import socket
 from typing import Any
 
 from .._sys.constants import ProgramType
+from .._sys.netif import SO_ATTACH_BPF, SO_DETACH_BPF
 from ..errors import BPFError
 from . import refusal
 from .attach import _with_socket
 
-SO_ATTACH_BPF = 50
-"""``setsockopt`` option: run a SOCKET_FILTER program on what the socket receives."""
-SO_DETACH_BPF = 27
-"""``setsockopt`` option: remove the socket's filter (``SO_DETACH_FILTER``)."""
 SO_LOCK_FILTER = 44
+"""``getsockopt``: whether the socket's filter is locked against changes."""
 
 
 def _locked(sock: socket.socket) -> bool:

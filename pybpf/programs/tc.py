@@ -4,15 +4,18 @@
 from __future__ import annotations
 
 import errno
-import functools
 import os
 from typing import Any
 
+from .. import features
 from .._sys import commands, netlink
+from .._sys.attrs import ProgQueryAttr
+from .._sys.constants import Cmd
+from .._sys.syscall import bpf_errno
+from .._sys.netif import interface_index
 from .._sys.constants import AttachType, ProgramType
 from ..errors import BPFError, NotSupportedError
 from . import refusal
-from .attach import interface_index
 from .legacy import LegacyLink
 from .link import Link
 
@@ -21,15 +24,19 @@ _PARENTS = {"ingress": netlink.TC_H_MIN_INGRESS, "egress": netlink.TC_H_MIN_EGRE
 MECHANISMS = ("auto", "tcx", "netlink")
 
 
-@functools.cache
+def _tcx_probe() -> int:
+    """``BPF_PROG_QUERY`` of TCX_INGRESS on the loopback interface (index 1 in every namespace):
+    0 from Linux 6.6, EINVAL before."""
+    ret = bpf_errno(Cmd.PROG_QUERY, ProgQueryAttr(target_fd=1, attach_type=AttachType.TCX_INGRESS))
+    return -ret if ret < 0 else 0
+
+
+features.FEATURES.setdefault("tcx", features.Feature((6, 6), _tcx_probe, "tcx links"))
+
+
 def have_tcx() -> bool:
-    """Whether this kernel has tcx (Linux 6.6+): ``BPF_PROG_QUERY`` of TCX_INGRESS on the
-    loopback interface (index 1 in every namespace) works."""
-    try:
-        commands.prog_query(1, AttachType.TCX_INGRESS, max_progs=1)
-    except BPFError as err:
-        return err.errno not in (errno.EINVAL, errno.EOPNOTSUPP)
-    return True
+    """Whether this kernel has tcx (Linux 6.6+)."""
+    return features.have("tcx")
 
 
 def _check(prog: Any, direction: str, mechanism: str, priority: int | None) -> None:
@@ -72,7 +79,7 @@ def _attach_tcx(prog: Any, ifindex: int, interface: str | int, direction: str) -
         if (denied := refusal.permission(code, where)) is not None:
             raise denied from None
         if code == errno.EINVAL and not have_tcx():
-            raise refusal.too_old(kind, code, where) or NotSupportedError(code, where, message="this kernel has no tcx") from None
+            raise refusal.known(code, where, features.lacking("tcx") or "this kernel has no tcx", NotSupportedError) from None
         if code == errno.ENODEV:
             raise refusal.known(code, where, f"no interface with index {ifindex} in this network namespace") from None
         if code == errno.EINVAL and (reason := refusal.mismatch(prog, kind)):
