@@ -10,6 +10,9 @@ from .. import BPFError
 from . import btf, maps, progs, proxy, xsk
 from . import reuseport as reuseport_cli
 from . import accelerate as accelerate_cli
+from . import cgroup as cgroup_cli
+from . import net as net_cli
+from . import link as link_cli
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -32,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     xsk.add_parser(sub)
     reuseport_cli.add_parser(sub)
     accelerate_cli.add_parser(sub)
+    cgroup_cli.add_parser(sub)
+    net_cli.add_parser(sub)
+    link_cli.add_parser(sub)
     return parser
 
 

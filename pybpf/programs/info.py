@@ -28,6 +28,8 @@ class ProgramInfo:
     run_time_ns: int = 0
     run_cnt: int = 0
     verified_insns: int = 0
+    attach_btf_obj_id: int = 0
+    attach_btf_id: int = 0
 
     @classmethod
     def from_struct(cls, raw: ProgInfoStruct, map_ids: list[int] | tuple[int, ...] = ()) -> ProgramInfo:
@@ -47,6 +49,8 @@ class ProgramInfo:
             run_time_ns=raw.run_time_ns,
             run_cnt=raw.run_cnt,
             verified_insns=raw.verified_insns,
+            attach_btf_obj_id=raw.attach_btf_obj_id,
+            attach_btf_id=raw.attach_btf_id,
         )
 
 
