@@ -13,6 +13,7 @@ from . import accelerate as accelerate_cli
 from . import cgroup as cgroup_cli
 from . import net as net_cli
 from . import link as link_cli
+from . import dispatch as dispatch_cli
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -38,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     cgroup_cli.add_parser(sub)
     net_cli.add_parser(sub)
     link_cli.add_parser(sub)
+    dispatch_cli.add_parser(sub)
     return parser
 
 
