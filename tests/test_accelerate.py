@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from cgroups import child_cgroup, sockets_in, spawn_in
+from pybpf.testing.cgroups import child_cgroup, sockets_in, spawn_in
 from scale import SIZE, TIME
 
 import pybpf

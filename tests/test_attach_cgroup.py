@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cgroups import child_cgroup, sockets_in
+from pybpf.testing.cgroups import child_cgroup, sockets_in
 from scale import TIME
 
 from pybpf import AttachType, CgroupFlags, Link, LinkType, Map, MapSpec, MapType, ProgramType

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cgroups import child_cgroup
+from pybpf.testing.cgroups import child_cgroup
 
 from pybpf import AttachType, CgroupFlags, ProgramType
 from pybpf.asm import R0, Assembler

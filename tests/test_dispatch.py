@@ -143,6 +143,7 @@ def test_udp_datagrams_keep_their_original_destination(netns: str, dispatcher: D
             (family,), (dst_port,) = struct.unpack_from("=H", raw), struct.unpack_from("!H", raw, 2)
             assert (family, dst_port, socket.inet_ntoa(raw[4:8])) == (socket.AF_INET, port, "127.0.0.53")
         assert dispatcher.destinations()[0].protocol == "udp"
+        assert [(m.lookups, m.misses) for m in dispatcher.metrics_list()] == [(10, 0)]
 
 
 def test_ipv6_and_dual_stack(netns: str, dispatcher: Dispatcher) -> None:
@@ -303,3 +304,22 @@ def test_state_lives_in_bpffs_for_the_command(netns: str, pin_dir: Path) -> None
     done = subprocess.run([sys.executable, "-m", "pybpf", "dispatch", "--pin-dir", str(pin_dir / "d"), "list"],
                           capture_output=True, text=True)
     assert done.returncode == 1 and "no dispatcher is loaded" in done.stderr
+
+
+def test_closed_servers_and_v6only_sockets_show_in_metrics(netns: str, dispatcher: Dispatcher) -> None:
+    listener = server(netns)
+    v6only = made_in(netns, socket.AF_INET6)
+    with v6only:
+        v6only.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        v6only.bind(("::1", 0))
+        v6only.listen()
+        dispatcher.bind("gone", "tcp", "127.0.0.0/8", 0)
+        dispatcher.register("gone", listener)
+        dispatcher.bind("v6only", "tcp", "127.0.0.42", 0)
+        dispatcher.register("v6only", v6only)
+        listener.close()  # leaves the SOCKMAP by itself
+        assert connect(netns, ("127.0.0.5", 1)) == errno.ECONNREFUSED
+        assert connect(netns, ("127.0.0.42", 1)) == errno.ECONNREFUSED  # bpf_sk_assign refuses it
+        counts = {m.label: (m.lookups, m.misses, m.errors) for m in dispatcher.metrics_list()}
+        assert counts == {"gone": (1, 1, 0), "v6only": (1, 0, 1)}
+        assert [d.label for d in dispatcher.destinations()] == ["v6only"]

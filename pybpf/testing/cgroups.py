@@ -1,5 +1,5 @@
-"""Test helpers for cgroup v2: a child cgroup per test (unique name, never the root), processes
-and sockets made inside it, everything removed afterwards."""
+"""cgroup v2 for tests, examples and benchmarks: a child cgroup with a unique name (never the root),
+processes and sockets made inside it, everything removed afterwards."""
 
 from __future__ import annotations
 
@@ -11,14 +11,17 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 
-from pybpf._sys.cgroupfs import cgroup2_root
+from .._sys.cgroupfs import cgroup2_root
+
+SCM_MAX_FD = 253
+"""The most fds one SCM_RIGHTS message carries (so at most this many sockets per ``sockets_in``)."""
 
 
 @contextlib.contextmanager
-def child_cgroup() -> Iterator[str]:
-    """A new cgroup under the cgroup v2 mount, named pybpf-test-<uuid>; its processes are
+def child_cgroup(prefix: str = "pybpf-test") -> Iterator[str]:
+    """A new cgroup under the cgroup v2 mount, named ``<prefix>-<uuid>``; its processes are
     killed and the cgroup removed on exit."""
-    path = os.path.join(cgroup2_root(), f"pybpf-test-{uuid.uuid4().hex[:12]}")
+    path = os.path.join(cgroup2_root(), f"{prefix}-{uuid.uuid4().hex[:12]}")
     os.mkdir(path)
     try:
         yield path
@@ -79,7 +82,7 @@ def sockets_in(cgroup: str, make: Callable[[], Sequence[socket.socket]], timeout
     child.close()
     try:
         parent.settimeout(timeout)
-        data, fds, _, _ = socket.recv_fds(parent, 64, 64)
+        data, fds, _, _ = socket.recv_fds(parent, 64, SCM_MAX_FD)
     finally:
         parent.close()
         os.waitpid(pid, 0)
