@@ -25,9 +25,12 @@ import os
 import select
 import signal
 import time
-from typing import Any
+from typing import Any, cast
 
-from pybpf import AttachType, Link, Program, SockHash, programs
+from pybpf import programs
+from pybpf._sys.constants import AttachType
+from pybpf.map import SockHash
+from pybpf.programs import Link, Program
 from pybpf.programs.ready_sockets import SockTuple
 
 DEFAULT_MAX_CONNECTIONS = 65536
@@ -74,12 +77,12 @@ class Accelerator:
         if self.sockets is not None:
             raise RuntimeError("the accelerator is already started")
         try:
-            self.sockets = SockHash.create(2 * self.max_connections, key_size=ctypes.sizeof(SockTuple))
-            self._sk_msg = programs.sk_msg_to_peer(self.sockets)
-            self._sk_msg.attach(self.sockets, AttachType.SK_MSG_VERDICT)
-            self._sockops = programs.sockops_insert(self.sockets, loopback_only=self.loopback_only)
+            sockets = self.sockets = cast(SockHash, SockHash.create(2 * self.max_connections, key_size=ctypes.sizeof(SockTuple)))
+            sk_msg = self._sk_msg = programs.sk_msg_to_peer(sockets)
+            sk_msg.attach(sockets, AttachType.SK_MSG_VERDICT)
+            self._sockops = programs.sockops_insert(sockets, loopback_only=self.loopback_only)
             if self.keeper:
-                self._keeper_pid, self._keeper_fd, self._handover = _fork_keeper(self.sockets, self._sk_msg)
+                self._keeper_pid, self._keeper_fd, self._handover = _fork_keeper(sockets, sk_msg)
             self._link = self._sockops.attach_cgroup(self.cgroup, AttachType.CGROUP_SOCK_OPS)
         except BaseException:
             self._release()

@@ -32,9 +32,12 @@ import os
 import socket
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from pybpf import AttachType, BPFError, Link, Map, MapFlags, MapSpec, MapType, Program, SockMap
+from pybpf._sys.constants import MapFlags, MapType
+from pybpf.errors import BPFError
+from pybpf.map import Map, MapSpec, SockMap
+from pybpf.programs import Link
 from pybpf.pins import make_pin_dir
 from pybpf.programs import BindingKey, DispatchMetrics, sk_lookup_dispatch
 from pybpf.programs.ready_sockets import SLOTS_PER_LABEL, socket_slot
@@ -144,7 +147,7 @@ def _binding_of(key: BindingKey, label: str) -> Binding:
     bits = key.prefixlen - 32
     v6 = ipaddress.IPv6Network((address, bits))
     network: ipaddress.IPv4Network | ipaddress.IPv6Network = v6
-    if bits >= 96 and v6.subnet_of(_V4_MAPPED):  # type: ignore[arg-type]
+    if bits >= 96 and v6.subnet_of(_V4_MAPPED):
         network = ipaddress.IPv4Network((address[12:], bits - 96))
     return Binding(label, _NAMES.get(key.protocol, str(key.protocol)), network, socket.ntohs(key.port))
 
@@ -200,7 +203,7 @@ class Dispatcher:
             bindings = Map.create(MapSpec(MapType.LPM_TRIE, key_size=ctypes.sizeof(BindingKey), value_size=4,
                                           max_entries=max_bindings, flags=MapFlags.NO_PREALLOC, name="disp_bindings"))
             made.append(bindings)
-            sockets = SockMap.create(max_labels * SLOTS_PER_LABEL, name="disp_sockets")
+            sockets = cast(SockMap, SockMap.create(max_labels * SLOTS_PER_LABEL, name="disp_sockets"))
             made.append(sockets)
             labels = Map.create(MapSpec(MapType.HASH, key_size=LABEL_SIZE, value_size=4, max_entries=max_labels,
                                         name="disp_labels"))
@@ -231,7 +234,7 @@ class Dispatcher:
         try:
             opened.append(Link.from_pin(where / "link"))
             opened.append(Map.from_pin(where / "bindings", owner_only=True))
-            opened.append(SockMap.from_pin(where / "sockets", owner_only=True))
+            opened.append(cast(SockMap, SockMap.from_pin(where / "sockets", owner_only=True)))
             opened.append(Map.from_pin(where / "labels", owner_only=True))
             opened.append(Map.from_pin(where / "metrics", owner_only=True))
         except BaseException:
@@ -325,8 +328,10 @@ class Dispatcher:
         try:
             self.sockets[socket_slot(number, protocol, family)] = sock
         except BPFError as err:
-            raise BPFError(err.errno, f"register a socket for {label}", message=f"the kernel refused the socket ({err.strerror})") from None
-        return Destination(label, _NAMES[protocol], _FAMILIES[family], self.sockets[socket_slot(number, protocol, family)])
+            raise BPFError(err.errno or errno.EIO, f"register a socket for {label}",
+                           message=f"the kernel refused the socket ({err.strerror})") from None
+        return Destination(label, _NAMES[protocol], _FAMILIES[socket.AddressFamily(family)],
+                           int(self.sockets[socket_slot(number, protocol, family)]))
 
     def unregister(self, label: str, protocol: str, family: str = "ipv4") -> None:
         """Remove the socket serving ``label`` for ``protocol`` and ``family`` ("ipv4"/"ipv6")."""

@@ -13,7 +13,7 @@ def _run(args: argparse.Namespace) -> int:
                report=lambda line: print(line, flush=True), interval=args.interval)
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``pybpf accelerate``."""
     parser = sub.add_parser("accelerate", help="local TCP connections of a cgroup go socket to socket",
                             description="Put the TCP connections of the processes in a cgroup into a SOCKHASH when "

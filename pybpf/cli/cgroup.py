@@ -146,7 +146,7 @@ def tree(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``pybpf cgroup``."""
     parser = sub.add_parser("cgroup", help="programs attached to cgroups (bpftool's 'cgroup show|tree')")
     parser.add_argument("verb", choices=["show", "list", "tree"])

@@ -93,7 +93,7 @@ def _dest(dest: Any) -> str:
     return f"{dest.label} {dest.protocol} {dest.family} (socket cookie {dest.cookie})"
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``pybpf dispatch``."""
     parser = sub.add_parser("dispatch", help="sk_lookup: any addresses and ports to one socket, by label (tubular's verbs)",
                             description="Dispatch new connections and datagrams to sockets by label with an SK_LOOKUP "

@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``pybpf link``."""
     parser = sub.add_parser("link", help="BPF links (bpftool's 'link show|pin|detach')")
     parser.add_argument("verb", choices=["list", "show", "pin", "detach"])

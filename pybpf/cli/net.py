@@ -95,7 +95,7 @@ def show(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``pybpf net``."""
     parser = sub.add_parser("net", help="XDP, tc and flow dissector programs of this network namespace (bpftool's 'net show')")
     parser.add_argument("verb", choices=["show", "list"])

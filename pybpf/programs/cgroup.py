@@ -106,7 +106,7 @@ def attach_cgroup(prog: Any, cgroup: str | os.PathLike[str] | int, attach_type: 
                 link_fd = commands.link_create(prog.fd, fd, kind, name=prog.name)
             except BPFError as err:
                 if err.errno != errno.EINVAL or refusal.too_old(kind, err.errno, "") is not None:
-                    raise _explain(prog, fd, name, kind, err.errno, CgroupFlags.ALLOW_MULTI, "link") from None
+                    raise _explain(prog, fd, name, kind, err.errno or errno.EIO, CgroupFlags.ALLOW_MULTI, "link") from None
                 reason = (f"this kernel ({refusal.this_release()}) has no cgroup links (they came with Linux 5.7)"
                           if refusal.too_old(kind, err.errno, "", "link") else
                           "the kernel refused a cgroup link (EINVAL) and took BPF_PROG_ATTACH")
@@ -128,7 +128,7 @@ def _prog_attach(prog: Any, fd: int, name: str, kind: AttachType, flags: CgroupF
     try:
         commands.prog_attach(fd, prog.fd, kind, int(flags), name=prog.name)
     except BPFError as err:
-        raise _explain(prog, fd, name, kind, err.errno, flags, "attach") from None
+        raise _explain(prog, fd, name, kind, err.errno or errno.EIO, flags, "attach") from None
     prog_fd = os.dup(prog.fd)
 
     def detach() -> None:

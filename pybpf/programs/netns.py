@@ -68,7 +68,7 @@ def attach_netns(prog: Any, netns: str | os.PathLike[str] | int | None = None) -
             if err.errno == errno.EINVAL and kind == AttachType.FLOW_DISSECTOR and netns is None \
                     and refusal.too_old(kind, err.errno, "", "link") is not None:
                 return _flow_dissector_attach(prog, label)
-            raise _explain(prog, fd, kind, err.errno, where) from None
+            raise _explain(prog, fd, kind, err.errno or errno.EIO, where) from None
     finally:
         os.close(fd)
     return Link(link_fd, label)
@@ -80,7 +80,7 @@ def _flow_dissector_attach(prog: Any, label: str) -> Link:
     try:
         commands.prog_attach(0, prog.fd, AttachType.FLOW_DISSECTOR, name=prog.name)
     except BPFError as err:
-        raise _explain(prog, -1, AttachType.FLOW_DISSECTOR, err.errno, where) from None
+        raise _explain(prog, -1, AttachType.FLOW_DISSECTOR, err.errno or errno.EIO, where) from None
     prog_fd = os.dup(prog.fd)
 
     def detach() -> None:

@@ -19,7 +19,7 @@ import sys
 from typing import Any
 
 from .._sys.constants import AttachType, MapFlags, MapType, ProgramType
-from ..asm import B, DW, FP, H, R0, R1, R2, R3, R4, R6, R7, R8, R9, W, Assembler, Helper
+from ..asm import B, DW, FP, H, R0, R1, R2, R3, R4, R6, R7, R8, R9, W, Assembler
 from .program import Program
 from .ready import SK_DROP, SK_PASS, _map, _need
 from .spec import ProgramSpec
@@ -144,7 +144,7 @@ def sockops_insert(sockhash: Any, loopback_only: bool = False) -> Program:
     if loopback_only:
         _require_loopback(a, _KEY, "out", "local")
         _require_loopback(a, _KEY + 16, "out", "remote")
-    a.mov64(R1, R6).ld_map_fd(R2, fd).mov64(R3, FP).add64(R3, _KEY).mov64(R4, 0).call(Helper.sock_hash_update)
+    a.mov64(R1, R6).ld_map_fd(R2, fd).mov64(R3, FP).add64(R3, _KEY).mov64(R4, 0).call("sock_hash_update")
     a.label("out").mov64(R0, 1).exit()
     return _load(a, ProgramType.SOCK_OPS, "sockops_insert")
 
@@ -190,13 +190,13 @@ def sk_msg_to_peer(sockhash: Any, state: Any = None) -> Program:
         a = Assembler()
         a.mov64(R6, R1)
         a.ld_map_fd(R1, state_fd).ldx(DW, R2, R6, _SK_MSG_SK).mov64(R3, 0).mov64(R4, BPF_SK_STORAGE_GET_F_CREATE)
-        a.call(Helper.sk_storage_get)
+        a.call("sk_storage_get")
         a.jeq(R0, 0, "pass")
         a.mov64(R7, R0).ldx(W, R8, R7, 0)
         a.jeq(R8, THROUGH_TCP, "pass")
         _tuple_key(a, _SK_MSG, reverse=True, skip="pass")
         a.mov64(R1, R6).ld_map_fd(R2, fd).mov64(R3, FP).add64(R3, _KEY).mov64(R4, BPF_F_INGRESS)
-        a.call(Helper.msg_redirect_hash)
+        a.call("msg_redirect_hash")
         a.jne(R8, UNDECIDED, "pass")
         a.mov64(R1, TO_PEER).jeq(R0, SK_PASS, "keep").mov64(R1, THROUGH_TCP)
         a.label("keep").stx(W, R7, R1, 0)
@@ -297,17 +297,17 @@ def sk_lookup_dispatch(bindings: Any, sockets: Any, metrics: Any = None) -> Prog
     a.st(W, FP, _BKEY, 32 + 128)
     a.ldx(W, R2, R6, _LOOKUP_PROTOCOL).stx(B, FP, R2, _BKEY + 4).st(B, FP, _BKEY + 5, 0)
     a.ldx(W, R2, R6, _LOOKUP.local_port).to_be(R2, 16).stx(H, FP, R2, _BKEY + 6)
-    a.ld_map_fd(R1, bfd).mov64(R2, FP).add64(R2, _BKEY).call(Helper.map_lookup_elem)
+    a.ld_map_fd(R1, bfd).mov64(R2, FP).add64(R2, _BKEY).call("map_lookup_elem")
     a.jne(R0, 0, "bound")
     a.st(H, FP, _BKEY + 6, 0)
-    a.ld_map_fd(R1, bfd).mov64(R2, FP).add64(R2, _BKEY).call(Helper.map_lookup_elem)
+    a.ld_map_fd(R1, bfd).mov64(R2, FP).add64(R2, _BKEY).call("map_lookup_elem")
     a.jeq(R0, 0, "pass")
     a.label("bound")
     a.ldx(W, R7, R0, 0)
     a.mov64(R8, 0)
     if mfd is not None:
         a.stx(W, FP, R7, _SLOT)
-        a.ld_map_fd(R1, mfd).mov64(R2, FP).add64(R2, _SLOT).call(Helper.map_lookup_elem)
+        a.ld_map_fd(R1, mfd).mov64(R2, FP).add64(R2, _SLOT).call("map_lookup_elem")
         a.mov64(R8, R0)
         _count(a, 0)
     # slot = label * 4 + (udp ? 2 : 0) + (v6 ? 1 : 0)
@@ -316,11 +316,11 @@ def sk_lookup_dispatch(bindings: Any, sockets: Any, metrics: Any = None) -> Prog
     a.label("tcp")
     a.ldx(W, R1, R6, _LOOKUP.family).jne(R1, socket.AF_INET6, "slot").add64(R9, 1)
     a.label("slot").stx(W, FP, R9, _SLOT)
-    a.ld_map_fd(R1, sfd).mov64(R2, FP).add64(R2, _SLOT).call(Helper.map_lookup_elem)
+    a.ld_map_fd(R1, sfd).mov64(R2, FP).add64(R2, _SLOT).call("map_lookup_elem")
     a.jne(R0, 0, "found")
     a.ldx(W, R1, R6, _LOOKUP.family).jne(R1, socket.AF_INET, "miss")
     a.add64(R9, 1).stx(W, FP, R9, _SLOT)  # IPv4 with no IPv4 socket: a dual-stack IPv6 socket
-    a.ld_map_fd(R1, sfd).mov64(R2, FP).add64(R2, _SLOT).call(Helper.map_lookup_elem)
+    a.ld_map_fd(R1, sfd).mov64(R2, FP).add64(R2, _SLOT).call("map_lookup_elem")
     a.jne(R0, 0, "found")
     a.label("miss")
     if mfd is not None:
@@ -328,9 +328,9 @@ def sk_lookup_dispatch(bindings: Any, sockets: Any, metrics: Any = None) -> Prog
     a.mov64(R0, SK_DROP).exit()
     a.label("found")
     a.mov64(R7, R0)
-    a.mov64(R1, R6).mov64(R2, R7).mov64(R3, 0).call(Helper.sk_assign)
+    a.mov64(R1, R6).mov64(R2, R7).mov64(R3, 0).call("sk_assign")
     a.mov64(R9, R0)
-    a.mov64(R1, R7).call(Helper.sk_release)
+    a.mov64(R1, R7).call("sk_release")
     a.jeq(R9, 0, "pass")
     if mfd is not None:
         _count(a, 16)

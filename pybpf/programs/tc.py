@@ -75,7 +75,7 @@ def _attach_tcx(prog: Any, ifindex: int, interface: str | int, direction: str) -
     try:
         link_fd = commands.link_create(prog.fd, ifindex, kind, name=prog.name)
     except BPFError as err:
-        code = err.errno
+        code = err.errno or errno.EIO
         if (denied := refusal.permission(code, where)) is not None:
             raise denied from None
         if code == errno.EINVAL and not have_tcx():
@@ -130,7 +130,7 @@ def _attach_netlink(prog: Any, ifindex: int, interface: str | int, direction: st
             netlink.delete_filter(nl, ifindex, parent, made.priority, made.protocol, made.handle)
         except netlink.NetlinkError as err:
             if err.errno not in (errno.ENOENT, errno.ENODEV, errno.EINVAL):
-                raise refusal.known(err.errno, f"detach tc filter from {interface!r}", err.message or os.strerror(err.errno)) from None
+                raise refusal.known(err.errno or errno.EIO, f"detach tc filter from {interface!r}", err.message or os.strerror(err.errno or errno.EIO)) from None
         if created and not _has_filters(nl, ifindex):
             _quietly(netlink.delete_clsact, nl, ifindex)
 
