@@ -1,19 +1,16 @@
-"""``pybpf cgroup show PATH [effective]`` and ``pybpf cgroup tree [ROOT] [effective]``: the
-programs attached to cgroups, in bpftool's text and ``--json``."""
+"""``pybpf cgroup show CGROUP [effective]`` and ``pybpf cgroup tree [CGROUP_ROOT] [effective]``:
+the programs attached to cgroups, in bpftool's text and ``--json``."""
 
 from __future__ import annotations
 
-import argparse
 import functools
-import json
 import os
 from typing import Any
 
-from ..btf import BTF
 from ..errors import BPFError
 from ..programs import Program
 from ..programs.cgroup import CgroupProgram, cgroup_programs, walk_cgroups
-from .maps import UsageError
+from .command import Context, UsageError, Words, verb
 
 _FLAGS = {0: "", 1: "override", 2: "multi"}
 
@@ -21,6 +18,8 @@ _FLAGS = {0: "", 1: "override", 2: "multi"}
 @functools.cache
 def _vmlinux_names() -> Any:
     """Kernel BTF, when the kernel has it: bpftool names a program's attach_btf_id from it."""
+    from ..btf import BTF  # only for programs with an attach BTF id (LSM_CGROUP)
+
     try:
         return BTF.vmlinux()
     except (OSError, ValueError):
@@ -97,58 +96,48 @@ def _records(path: str, effective: bool) -> list[dict[str, Any]]:
     return [r for r in (_record(e, effective) for e in cgroup_programs(path, effective)) if r is not None]
 
 
-def _effective(words: list[str]) -> bool:
-    if not words:
-        return False
-    if words == ["effective"]:
-        return True
-    raise UsageError(f"expected no more arguments, 'effective', got: {' '.join(words)!r}")
+def _effective(words: Words) -> bool:
+    effective = words.accept("effective")
+    if words:
+        raise UsageError(f"expected no more arguments, 'effective', got: '{' '.join(words.rest())}'?")
+    return effective
 
 
-def show(args: argparse.Namespace) -> int:
-    """``pybpf cgroup show PATH [effective]``."""
-    if not args.words:
-        raise UsageError("expected a cgroup path")
-    path, effective = args.words[0], _effective(args.words[1:])
+@verb("cgroup", "show", "list", usage="CGROUP [effective]")
+def show(ctx: Context, words: Words) -> None:
+    """Show the programs attached to a cgroup v2 directory, or with 'effective' those that run for
+    it (inherited ones included), as bpftool's 'cgroup show'."""
+    path = words.take("a cgroup path")
+    effective = _effective(words)
     records = _records(path, effective)
     if not records:
-        if args.json:
-            print()
-        return 0
-    if args.json:
-        print(json.dumps(records, separators=(",", ":")))
-        return 0
-    print(_header(effective))
+        if ctx.json:
+            ctx.write("\n")  # bpftool's JSON writer ends every run with a newline, even an empty one
+        return
+    if ctx.json:
+        ctx.emit(records)
+        return
+    ctx.write(_header(effective) + "\n")
     for record in records:
-        print(_line(record, 0))
-    return 0
+        ctx.write(_line(record, 0) + "\n")
 
 
-def tree(args: argparse.Namespace) -> int:
-    """``pybpf cgroup tree [ROOT] [effective]``."""
-    words = list(args.words)
-    root = words.pop(0) if words and words[0] != "effective" else None
+@verb("cgroup", "tree", usage="[CGROUP_ROOT] [effective]")
+def tree(ctx: Context, words: Words) -> None:
+    """Show the programs of every cgroup under CGROUP_ROOT (default: the cgroup v2 mount), as
+    bpftool's 'cgroup tree'."""
+    root = None if words.peek() in (None, "effective") else words.take("a cgroup path")
     effective = _effective(words)
     found = []
     for path, depth in walk_cgroups(root):
         records = _records(path, effective)
         if records:
             found.append((path, depth, records))
-    if args.json:
-        print(json.dumps([{"cgroup": path, "programs": records} for path, _, records in found], separators=(",", ":")))
-        return 0
-    print("CgroupPath")
-    print(_header(effective))
+    if ctx.json:
+        ctx.emit([{"cgroup": path, "programs": records} for path, _, records in found])
+        return
+    ctx.write("CgroupPath\n" + _header(effective) + "\n")
     for path, depth, records in found:
-        print(path)
+        ctx.write(path + "\n")
         for record in records:
-            print(_line(record, depth))
-    return 0
-
-
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``pybpf cgroup``."""
-    parser = sub.add_parser("cgroup", help="programs attached to cgroups (bpftool's 'cgroup show|tree')")
-    parser.add_argument("verb", choices=["show", "list", "tree"])
-    parser.add_argument("words", nargs=argparse.REMAINDER, help="PATH [effective] | [ROOT] [effective]")
-    parser.set_defaults(func=lambda args: tree(args) if args.verb == "tree" else show(args))
+            ctx.write(_line(record, depth) + "\n")

@@ -10,7 +10,7 @@ import socket
 from typing import Any
 
 from ..apps.dispatch import Dispatcher
-from .maps import UsageError
+from .words import UsageError
 
 _VERBS = {
     "load": "", "unload": "", "upgrade": "", "bindings": "", "list": "", "metrics": "",

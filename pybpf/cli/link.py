@@ -3,17 +3,17 @@ with the processes that hold each (``pids``, read from /proc)."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import socket
 from typing import Any
 
-from ..programs import Link, LinkInfo, Program
-from ..programs.links import loaded_links
 from .._sys.constants import LinkType
 from .._sys.holders import holders
 from ..errors import BPFError
-from .maps import UsageError, _int, _take
+from ..programs import Link, LinkInfo, Program
+from ..programs.links import loaded_links
+from .command import Context, UsageError, Words, verb
+
+GRAMMAR = "LINK := { id LINK_ID | pinned FILE }"
 
 
 def _name(value: Any) -> Any:
@@ -93,49 +93,50 @@ def _devtext(r: dict[str, Any]) -> str:
     return r["devname"] if r["devname"].startswith("(") else f"{r['devname']}({r['ifindex']})"
 
 
-def _open(words: list[str]) -> Link:
-    how = _take(words, "'id N' or 'pinned PATH'")
+def _open(words: Words) -> Link:
+    how = words.take("'id LINK_ID' or 'pinned FILE'")
     if how == "id":
-        return Link.from_id(_int(_take(words, "a link id"), "link id"))
+        return Link.from_id(words.id("a link id"))
     if how == "pinned":
-        return Link.from_pin(_take(words, "a pin path"))
-    raise UsageError(f"expected 'id' or 'pinned', got {how!r}")
+        return Link.from_pin(words.take("a pin path"))
+    raise UsageError(f"expected 'id' or 'pinned', got: '{how}'?")
 
 
-def run(args: argparse.Namespace) -> int:
-    """``pybpf link list|show [id N|pinned PATH]|pin LINK PATH|detach LINK``."""
-    words = list(args.words)
-    if args.verb in ("pin", "detach"):
-        with _open(words) as link:
-            if args.verb == "pin":
-                link.pin(_take(words, "a path in bpffs to pin at"))
-            else:
-                link.detach()
-        if words:
-            raise UsageError(f"unexpected {' '.join(words)!r}")
-        if args.json:
-            print("null")
-        return 0
+@verb("link", "show", "list", usage="[LINK]", default=True)
+def show(ctx: Context, words: Words) -> None:
+    """Show every link, or one, as bpftool's 'link show' (with the processes holding each)."""
     refs = holders("link")
     if words:
         with _open(words) as link:
             infos = [link.info()]
-        if words:
-            raise UsageError(f"unexpected {' '.join(words)!r}")
+        words.end()
+        single = True
     else:
-        infos = list(loaded_links())
+        infos, single = list(loaded_links()), False
     records = [record(i, refs.get(i.id, [])) for i in infos]
-    if args.json:
-        print(json.dumps(records[0] if args.verb == "show" and args.words else records, separators=(",", ":")))
-        return 0
+    if ctx.json:
+        ctx.emit(records[0] if single else records)
+        return
     for r in records:
-        print(text(r))
-    return 0
+        ctx.write(text(r) + "\n")
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``pybpf link``."""
-    parser = sub.add_parser("link", help="BPF links (bpftool's 'link show|pin|detach')")
-    parser.add_argument("verb", choices=["list", "show", "pin", "detach"])
-    parser.add_argument("words", nargs=argparse.REMAINDER, help="id N | pinned PATH [FILE]")
-    parser.set_defaults(func=run)
+@verb("link", "pin", usage="LINK FILE")
+def pin(ctx: Context, words: Words) -> None:
+    """Pin a link at FILE in bpffs."""
+    with _open(words) as link:
+        path = words.take("a path in bpffs")
+        words.end()
+        link.pin(path)
+    if ctx.json:
+        ctx.emit(None)
+
+
+@verb("link", "detach", usage="LINK")
+def detach(ctx: Context, words: Words) -> None:
+    """Detach a link now (its program stops running; pins and fds stay until removed)."""
+    with _open(words) as link:
+        words.end()
+        link.detach()
+    if ctx.json:
+        ctx.emit(None)

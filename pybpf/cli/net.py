@@ -3,12 +3,11 @@ network namespace, in bpftool's text and ``--json`` (tcx links as newer bpftool 
 
 from __future__ import annotations
 
-import argparse
 import json
 from typing import Any
 
 from ..programs.netview import NetAttachments, TcAttachment, XdpAttachment, net_attachments
-from .maps import UsageError
+from .command import Context, Words, verb
 
 
 def _xdp_json(x: XdpAttachment) -> dict[str, Any]:
@@ -82,22 +81,17 @@ def render_text(found: NetAttachments) -> str:
     return text
 
 
-def show(args: argparse.Namespace) -> int:
-    """``pybpf net show [dev IF]``."""
-    words = list(args.words)
+@verb("net", "show", "list", usage="[dev NAME]")
+def show(ctx: Context, words: Words) -> None:
+    """Show the XDP and tc programs of this network namespace's interfaces (tcx links too) and its
+    flow dissector, as bpftool's 'net show'."""
     interface = None
     if words:
-        if words[0] != "dev" or len(words) != 2:
-            raise UsageError(f"expected 'dev IF', got: {' '.join(words)!r}")
-        interface = words[1]
+        words.expect("dev")
+        interface = words.take("an interface name")
+    words.end()
     found = net_attachments(interface)
-    print(render_json(found) if args.json else render_text(found), end="\n" if args.json else "")
-    return 0
-
-
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``pybpf net``."""
-    parser = sub.add_parser("net", help="XDP, tc and flow dissector programs of this network namespace (bpftool's 'net show')")
-    parser.add_argument("verb", choices=["show", "list"])
-    parser.add_argument("words", nargs=argparse.REMAINDER, help="[dev IF]")
-    parser.set_defaults(func=show)
+    if ctx.json:
+        ctx.emit(json.loads(render_json(found)))
+    else:
+        ctx.write(render_text(found))
