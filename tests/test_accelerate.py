@@ -25,7 +25,7 @@ import pybpf
 from pybpf import AttachType
 from pybpf.apps.accelerate import Accelerator
 from pybpf.testing.netns import inside, ip, namespace
-from pybpf.programs import cgroup_programs
+from pybpf.programs import SockTuple, cgroup_programs
 
 MiB = 1 << 20
 
@@ -128,6 +128,9 @@ def test_families(cgroup: str, accel: Accelerator, family: int, host: str, to: s
         server.sendall(b"pong")
         assert recv_exactly(client, 4) == b"pong"
         assert accelerated(client, server)
+        assert accel.sockets is not None  # keyed by the documented SockTuple, the C layout
+        assert {bytes(k) for k in accel.sockets.keys()} == {bytes(SockTuple.of(client)), bytes(SockTuple.of(server))}
+        assert SockTuple.of(client).reversed().local_port == SockTuple.of(server).local_port
 
 
 def test_half_close_then_reply(cgroup: str, accel: Accelerator) -> None:
