@@ -289,8 +289,10 @@ def test_state_lives_in_bpffs_for_the_command(netns: str, pin_dir: Path) -> None
         assert json.loads(cli("bindings", json_out=True)) == [{"label": "web", "protocol": "tcp", "prefix": "127.0.0.0/8", "port": 80}]
         listener = server(netns)
         with listener:
-            with Dispatcher.open(path, pin_dir / "d") as d:
-                d.register("web", listener)
+            done = subprocess.run([sys.executable, "-m", "pybpf", "dispatch", "--netns", path, "--pin-dir",
+                                   str(pin_dir / "d"), "register", "web"], stdin=listener.fileno(), capture_output=True,
+                                  text=True, timeout=60)  # the socket on standard input, as systemd hands it over
+            assert done.returncode == 0 and "registered web tcp ipv4" in done.stdout, done.stderr
             assert json.loads(cli("list", json_out=True))[0]["label"] == "web"
             assert connect(netns, ("127.0.0.77", 80)) == 0
             listener.accept()[0].close()
