@@ -48,10 +48,11 @@ class Status:
 class Accelerator:
     """Accelerates local TCP connections of the processes in ``cgroup`` (a cgroup v2 path or fd).
 
-    ``start()`` attaches (a context manager does it); ``detach()`` stops accelerating new
-    connections; ``close(timeout)`` waits for the accelerated ones to end (their bytes live in
-    the maps), then frees everything. ``loopback_only`` (default) accelerates only connections
-    whose both ends are loopback addresses.
+    ``start()`` attaches (a context manager does it, and on exit leaves live connections to the
+    keeper); ``detach()`` stops accelerating new connections; ``close(timeout)`` waits for the
+    accelerated ones to end (their bytes live in the maps), then frees everything.
+    ``loopback_only`` (default) accelerates only connections whose both ends are loopback
+    addresses.
     """
 
     def __init__(self, cgroup: str | os.PathLike[str] | int, *, loopback_only: bool = True,
@@ -148,7 +149,8 @@ class Accelerator:
         return self.start() if self.sockets is None else self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        """Detach; connections still accelerated are left to the keeper (without one: waited for)."""
+        self.close(timeout=0 if self.keeper else None)
 
 
 def _fork_keeper(sockets: SockHash, sk_msg: Program) -> tuple[int, int, int]:
