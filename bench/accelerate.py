@@ -116,13 +116,17 @@ def in_cgroup(cgroup: str, cpu: str, argv: list[str], env: dict[str, str]) -> li
     return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && cpu=$1 && shift && exec taskset -c "$cpu" "$@"', cgroup, cpu, *argv]
 
 
-def start_server(ends: Path, cgroup: str, cpu: str, port: int, env: dict[str, str]) -> subprocess.Popen[str]:
-    server = subprocess.Popen(in_cgroup(cgroup, cpu, [str(ends), "server", str(port)], env), stdout=subprocess.PIPE,
+def start_server(ends: Path, cgroup: str, cpu: str, env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
+    """The server on a free port of 127.0.0.1 (loopback is shared with everyone on the machine)."""
+    server = subprocess.Popen(in_cgroup(cgroup, cpu, [str(ends), "server", "0"], env), stdout=subprocess.PIPE,
                               text=True, env={**os.environ, **env})
     assert server.stdout is not None
-    if server.stdout.readline().strip() != "ready":
+    words = server.stdout.readline().split()
+    if len(words) != 2 or words[0] != "ready":
+        server.kill()
+        server.wait()
         raise RuntimeError("the server did not start")
-    return server
+    return server, int(words[1])
 
 
 def client(ends: Path, cgroup: str, cpu: str, env: dict[str, str], *args: object, timeout: float = 600) -> list[float]:
@@ -157,8 +161,7 @@ def main() -> int:
                 for layout in layouts:
                     spec = LAYOUTS[layout]
                     for who in order:
-                        port = 47000 + hash((who, layout, rnd)) % 1000
-                        server = start_server(ends, cg[who], spec["server"], port, spec["env"])
+                        server, port = start_server(ends, cg[who], spec["server"], spec["env"])
                         try:
                             p50, p99 = client(ends, cg[who], spec["client"], spec["env"], "rtt", port, args.count, 64)
                             busy = machine_busy()

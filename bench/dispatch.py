@@ -4,9 +4,10 @@ Two network namespaces made here (loopback only), identical but for the dispatch
 
 - ``plain``: a listener on 127.0.0.1:PORT, clients connect to it; no program in the namespace;
 - ``dispatch``: ``pybpf.apps.dispatch`` loaded in the namespace, the same listener registered
-  under a label bound to 127.0.0.0/8 on every port, clients connect to 127.0.0.2..9 on other
-  ports (each connection runs the SK_LOOKUP program: two LPM lookups, a SOCKMAP lookup and
-  ``bpf_sk_assign``).
+  under a label bound to 127.0.0.0/8 on every port, clients connect to 127.0.0.2:9000, where
+  nothing listens (each connection runs the SK_LOOKUP program: an LPM lookup for the port, one
+  for every port, a SOCKMAP lookup and ``bpf_sk_assign``). Each mode keeps one destination for
+  the whole run, so both reuse the same 4-tuple space.
 
 A C client (``bench/dispatch_c/conns.c``, compiled here) connects and resets in a loop for
 ``--phase`` seconds, with the server on the other CPU; phases alternate (the order rotates every
@@ -76,8 +77,8 @@ def main() -> int:
                 for rnd in range(args.rounds):
                     order = ("plain", "dispatch") if rnd % 2 == 0 else ("dispatch", "plain")
                     for who in order:
-                        ns, target = (plain_ns, "127.0.0.1") if who == "plain" else (disp_ns, f"127.0.0.{2 + rnd % 8}")
-                        port = PORT if who == "plain" else 9000 + rnd
+                        # one destination per mode for the whole run: the same 4-tuple space for both
+                        ns, target, port = (plain_ns, "127.0.0.1", PORT) if who == "plain" else (disp_ns, "127.0.0.2", 9000)
                         done = subprocess.run(in_netns(ns, "1", [str(conns), "client", target, str(port), str(args.phase)]),
                                               capture_output=True, text=True, timeout=60 + args.phase)
                         count, failed, code = map(int, done.stdout.split())

@@ -2,7 +2,8 @@
 /* The client and server of bench/accelerate.py, the same for every row (C: the endpoints must
  * not hide the kernel's cost). Compiled at bench time.
  *
- *   ends server PORT            accept one connection at a time on 127.0.0.1:PORT; the first byte
+ *   ends server PORT            accept one connection at a time on 127.0.0.1:PORT (0: a free port);
+ *                               prints "ready PORT"; the first byte
  *                               says what to do: 'R' echo fixed-size messages, 'T' count bytes to
  *                               EOF and answer the count (8 bytes)
  *   ends rtt PORT COUNT SIZE    COUNT ping-pongs of SIZE bytes (after COUNT/10 unmeasured):
@@ -93,7 +94,9 @@ static void serve(int port)
 		perror("bind/listen");
 		exit(1);
 	}
-	printf("ready\n");
+	socklen_t len = sizeof(a);
+	getsockname(fd, (struct sockaddr *)&a, &len);
+	printf("ready %d\n", ntohs(a.sin_port));
 	fflush(stdout);
 	for (;;) {
 		int c = accept(fd, NULL, NULL);
