@@ -22,13 +22,14 @@ _WHERE = {
     ".programs": "Link LinkInfo Program ProgramInfo ProgramSpec StatsHandle TestRun XdpMode enable_stats",
     ".programs.cgroup": "CgroupFlags",
     ".programs.sockfilter": "detach_socket",
-    ".btf": "BTF BTFError BtfHandle",
+    ".btf": "BTF BTFError BtfHandle BTFTypeWarning",
     ".collection": "Collection CollectionSpec load",
     ".elf": "ELFError",
+    ".events": "PerfBuffer RingBuffer UserRingBuffer",
 }
 _NAMES = {name: module for module, names in _WHERE.items() for name in names.split()}
-_SUBMODULES = {"apps", "asm", "btf", "cli", "collection", "elf", "errors", "features", "map", "pins", "programs",
-               "testing", "xdp"}
+_SUBMODULES = {"apps", "asm", "btf", "cli", "collection", "elf", "errors", "events", "features", "map", "pins",
+               "programs", "testing", "xdp"}
 
 
 def __getattr__(name: str) -> object:
@@ -50,49 +51,65 @@ __all__ = sorted(_NAMES)
 
 if TYPE_CHECKING:  # the same names, for type checkers and editors
     from ._sys.constants import (
-        AttachType,
-        FileFlags,
-        LinkType,
-        MapFlags,
-        MapType,
-        Pinning,
-        ProgramType,
-        StatsType,
-        TestRunFlags,
-        UpdateFlags,
+        AttachType as AttachType,
+        FileFlags as FileFlags,
+        LinkType as LinkType,
+        MapFlags as MapFlags,
+        MapType as MapType,
+        Pinning as Pinning,
+        ProgramType as ProgramType,
+        StatsType as StatsType,
+        TestRunFlags as TestRunFlags,
+        UpdateFlags as UpdateFlags,
     )
-    from ._sys.rlimit import remove_memlock_limit
-    from .btf import BTF, BTFError, BtfHandle
-    from .collection import Collection, CollectionSpec, load
-    from .elf import ELFError
+    from ._sys.rlimit import remove_memlock_limit as remove_memlock_limit
+    from .btf import (
+        BTF as BTF,
+        BTFError as BTFError,
+        BtfHandle as BtfHandle,
+        BTFTypeWarning as BTFTypeWarning,
+    )
+    from .collection import Collection as Collection, CollectionSpec as CollectionSpec, load as load
+    from .elf import ELFError as ELFError
+    from .events import PerfBuffer as PerfBuffer, RingBuffer as RingBuffer, UserRingBuffer as UserRingBuffer
     from .errors import (
-        BPFError,
-        BTFLoadError,
-        IndexOutOfRangeError,
-        KeyExistsError,
-        KeyNotFoundError,
-        MapFullError,
-        NotSupportedError,
-        PermissionDeniedError,
-        VerifierError,
+        BPFError as BPFError,
+        BTFLoadError as BTFLoadError,
+        IndexOutOfRangeError as IndexOutOfRangeError,
+        KeyExistsError as KeyExistsError,
+        KeyNotFoundError as KeyNotFoundError,
+        MapFullError as MapFullError,
+        NotSupportedError as NotSupportedError,
+        PermissionDeniedError as PermissionDeniedError,
+        VerifierError as VerifierError,
     )
     from .map import (
-        BloomFilter,
-        Map,
-        MapInfo,
-        MapOfMaps,
-        MapSpec,
-        ProgramArray,
-        QueueMap,
-        ReuseportSockArray,
-        SockHash,
-        SockMap,
-        XskMap,
-        maps,
-        possible_cpus,
-        socket_cookie,
+        BloomFilter as BloomFilter,
+        Map as Map,
+        MapInfo as MapInfo,
+        MapOfMaps as MapOfMaps,
+        MapSpec as MapSpec,
+        ProgramArray as ProgramArray,
+        QueueMap as QueueMap,
+        ReuseportSockArray as ReuseportSockArray,
+        SockHash as SockHash,
+        SockMap as SockMap,
+        XskMap as XskMap,
+        maps as maps,
+        possible_cpus as possible_cpus,
+        socket_cookie as socket_cookie,
     )
-    from .pins import UnsafePathError, make_pin_dir
-    from .programs import Link, LinkInfo, Program, ProgramInfo, ProgramSpec, StatsHandle, TestRun, XdpMode, enable_stats
-    from .programs.cgroup import CgroupFlags
-    from .programs.sockfilter import detach_socket
+    from .pins import UnsafePathError as UnsafePathError, make_pin_dir as make_pin_dir
+    from .programs import (
+        Link as Link,
+        LinkInfo as LinkInfo,
+        Program as Program,
+        ProgramInfo as ProgramInfo,
+        ProgramSpec as ProgramSpec,
+        StatsHandle as StatsHandle,
+        TestRun as TestRun,
+        XdpMode as XdpMode,
+        enable_stats as enable_stats,
+    )
+    from .programs.cgroup import CgroupFlags as CgroupFlags
+    from .programs.sockfilter import detach_socket as detach_socket

@@ -29,7 +29,7 @@ def effective() -> int:
     header, data = _Header(_VERSION_3, 0), (_Data * 2)()
     if libc.capget(ctypes.byref(header), data) != 0:
         return 0
-    return data[0].effective | data[1].effective << 32
+    return int(data[0].effective) | int(data[1].effective) << 32
 
 
 def has(cap: int) -> bool:

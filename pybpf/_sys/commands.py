@@ -105,7 +105,7 @@ def _next_id(cmd: int, start: int, op: str) -> int | None:
         if err.errno == errno.ENOENT:  # no more ids
             return None
         raise
-    return attr.next_id
+    return int(attr.next_id)
 
 
 def iter_ids(cmd: int, op: str) -> Iterator[int]:

@@ -17,7 +17,6 @@ from .command import CommandError, Context, UsageError, Words, verb
 from .formatted import Formatter
 from .jsonw import JsonWriter
 from .objects import MAP_GRAMMAR, PROG_GRAMMAR, closing, each_fd, map_fd, map_fds, prog_fds
-from .words import parse_int
 
 if TYPE_CHECKING:
     from .._sys.attrs import MapInfoStruct
@@ -233,7 +232,7 @@ def _open_map(fd: int, readonly: bool) -> Map:
     """A ``Map`` for ``fd`` (a duplicate: the caller still closes ``fd``)."""
     from ..map import Map
 
-    return Map.from_fd(fd, readonly=readonly)
+    return Map.from_fd(fd, readonly=readonly, typed=False)  # the dump shows bytes and formats them itself
 
 
 def _dump_one(ctx: Context, fd: int, jw: JsonWriter | None, header: bool) -> None:
@@ -455,15 +454,3 @@ def create(ctx: Context, words: Words) -> None:
         m.pin(path)
     if ctx.json:
         ctx.emit(None)
-
-
-def _take(words: list[str], what: str) -> str:
-    """The first of ``words``, taken (for cli/btf.py, which reads a plain list)."""
-    if not words:
-        raise UsageError(f"expected {what}")
-    return words.pop(0)
-
-
-def _int(text: str, what: str) -> int:
-    """``text`` as a u32 (for cli/btf.py)."""
-    return parse_int(text, what)

@@ -33,7 +33,7 @@ class ObjectEntry:
 
 
 OBJECTS: dict[str, ObjectEntry] = {
-    "map": ObjectEntry(("pybpf.cli.maps",), "show, dump and change maps (bpftool's verbs)"),
+    "map": ObjectEntry(("pybpf.cli.maps", "pybpf.cli.events"), "show, dump and change maps (bpftool's verbs)"),
     "prog": ObjectEntry(("pybpf.cli.progs",), "show loaded programs"),
     "btf": ObjectEntry(("pybpf.cli.btf",), "dump BTF types (bpftool's 'btf dump')", argparse=True),
     "proxy": ObjectEntry(("pybpf.cli.proxy",), "relay TCP connections through a SOCKHASH: the kernel moves the bytes",
@@ -49,4 +49,6 @@ OBJECTS: dict[str, ObjectEntry] = {
                               argparse=True, error_status=1),
     "dispatch": ObjectEntry(("pybpf.cli.dispatch",), "sk_lookup: any addresses and ports to one socket, by label",
                             argparse=True, error_status=1),
+    "perf": ObjectEntry(("pybpf.cli.perf",), "programs attached through perf events (bpftool's 'perf list')"),
+    "execsnoop": ObjectEntry(("pybpf.cli.execsnoop",), "trace new processes (execve), as bcc's execsnoop", error_status=1),
 }

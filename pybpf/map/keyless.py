@@ -35,7 +35,7 @@ class _Keyless(Map):
     def lookup(self, key: Any) -> Any:
         self._keyed("lookup")
 
-    def update(self, key: Any, value: Any, flags: UpdateFlags | int = UpdateFlags.ANY) -> None:
+    def update(self, key: Any, value: Any, flags: UpdateFlags | int = UpdateFlags.ANY) -> None:  # type: ignore[override]
         self._keyed("update")
 
     def delete(self, key: Any) -> None:
@@ -55,7 +55,7 @@ class QueueMap(_Keyless):
         self._value.put(self._calls.value, 0, value)
         self._call(UPDATE, "push", flags)
 
-    def pop(self) -> Any:
+    def pop(self) -> Any:  # type: ignore[override]  # a queue's pop, not a mapping's
         """Remove and return the next value; ``KeyNotFoundError`` when empty."""
         self._call(LOOKUP_AND_DELETE, "pop")
         return self._value.decode(self._calls.value)

@@ -19,6 +19,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_.]*$")
 _MAX_HASH_KEY = 512  # MAX_BPF_STACK: a hash key must fit on the BPF stack
 _PERCPU_VALUE_MAX = 32768  # PCPU_MIN_UNIT_SIZE
 _POINTER_CODES = frozenset("zZPO")  # c_char_p, c_wchar_p, c_void_p, py_object
+_FUNCTION_POINTER: type = ctypes.CFUNCTYPE(None).__mro__[1]  # ctypes' function pointer base (_CFuncPtr)
 
 
 def type_size(ctype: Any, field: str) -> int:
@@ -37,9 +38,9 @@ def _pointer_in(ctype: Any, depth: int = 0) -> str:
     """The name of a pointer type inside ``ctype`` (itself, a field, an element), or ``""``."""
     if depth > 32:
         return ""
-    if isinstance(ctype, type) and issubclass(ctype, ctypes._Pointer | ctypes._CFuncPtr):
+    if isinstance(ctype, type) and issubclass(ctype, ctypes._Pointer | _FUNCTION_POINTER):
         return ctype.__name__
-    if isinstance(ctype, type) and issubclass(ctype, ctypes._SimpleCData) and ctype._type_ in _POINTER_CODES:
+    if isinstance(ctype, type) and issubclass(ctype, ctypes._SimpleCData) and getattr(ctype, "_type_", "") in _POINTER_CODES:
         return ctype.__name__
     if isinstance(ctype, type) and issubclass(ctype, ctypes.Array):
         return _pointer_in(ctype._type_, depth + 1)

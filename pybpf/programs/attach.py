@@ -38,7 +38,7 @@ class XdpMode(enum.IntFlag):
 
 def _map_type(fd: int) -> int | None:
     try:
-        return commands.map_info(fd).type
+        return int(commands.map_info(fd).type)
     except BPFError:
         return None
 

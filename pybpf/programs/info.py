@@ -58,8 +58,8 @@ class ProgramInfo:
 class LinkInfo:
     """One link as the kernel reports it (``struct bpf_link_info``): the common head, plus the
     per-type part: the interface of an XDP, tcx or netkit link, the map of a sockmap or
-    struct_ops link, the cgroup of a cgroup link, the namespace of a netns link, and the attach
-    type where the kernel reports one."""
+    struct_ops link, the cgroup of a cgroup link, the namespace of a netns link, the BTF target of
+    a tracing (fentry/fexit/...) link, and the attach type where the kernel reports one."""
 
     id: int
     type: LinkType | int
@@ -70,7 +70,9 @@ class LinkInfo:
     cgroup_id: int | None = None
     netns_ino: int | None = None
     target_obj_id: int | None = None
+    """TRACING links: the id of the BTF object (vmlinux's, a module's) or program holding the target."""
     target_btf_id: int | None = None
+    """TRACING links: the BTF id of the function or tracepoint attached to."""
 
     @classmethod
     def from_struct(cls, raw: LinkInfoStruct) -> LinkInfo:

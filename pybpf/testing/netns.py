@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 from .._sys.libc import setns
 
+_Socket = socket.socket  # the method named socket below shadows the module in annotations
+
 NETNS_DIR = "/var/run/netns"
 PREFIX = "pybpf-ns-"
 
@@ -70,11 +72,11 @@ class Side:
         with inside(self.namespace):
             return fn(*args, **kwargs)
 
-    def socket(self, family: int = socket.AF_INET, type: int = socket.SOCK_DGRAM, proto: int = 0) -> socket.socket:
+    def socket(self, family: int = socket.AF_INET, type: int = socket.SOCK_DGRAM, proto: int = 0) -> _Socket:
         """A socket created in this side's namespace (it stays there)."""
         return self.run(socket.socket, family, type, proto)
 
-    def packet_socket(self, protocol: int = 0x0003) -> socket.socket:
+    def packet_socket(self, protocol: int = 0x0003) -> _Socket:
         """An AF_PACKET socket bound to this side's interface (ETH_P_ALL by default)."""
         sock = self.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(protocol))
         try:
