@@ -143,7 +143,8 @@ def run(series: str, kver: str, argv: list[str], timeout: float,
     modtree = kdir / "lib" / "modules" / kver
 
     (ctl / "guest.env").write_text(
-        f"KM_WORKDIR={shlex.quote(workdir)}\nKM_MODTREE={shlex.quote(str(modtree))}\n")
+        f"KM_WORKDIR={shlex.quote(workdir)}\nKM_MODTREE={shlex.quote(str(modtree))}\n"
+        f"KM_KCONFIG={shlex.quote(str(kdir / 'config'))}\n")
     env = guest_env(extra_env or {}, series)
     (ctl / "cmd.sh").write_text(
         f"cd {shlex.quote(workdir)} || exit 126\n"
