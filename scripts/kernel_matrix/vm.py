@@ -121,6 +121,7 @@ class _Pump(threading.Thread):
 
 _out_lock = threading.Lock()
 _live: set[subprocess.Popen] = set()  # running QEMUs, for kill_all()
+stopping = False  # set when interrupted: queued VMs do not start
 
 
 def kill_all() -> None:
