@@ -32,7 +32,7 @@ from multiprocessing.connection import Connection
 
 from pybpf import MapType, ProgramType
 from pybpf._sys.attrs import TestRunAttr
-from pybpf.apps.netns import Side, veth_pair
+from pybpf.testing.netns import Side, veth_pair
 from pybpf._sys.constants import Cmd
 from pybpf._sys.syscall import bpf
 from pybpf.asm import DW, FP, R0, R1, R2, W, Assembler, Helper

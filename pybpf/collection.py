@@ -27,6 +27,7 @@ from .errors import BPFError
 from .map import Map, MapInfo, MapSpec
 from .map.spec import map_type_name
 from .map.codec import possible_cpus
+from .pins import make_pin_dir
 from .programs import Program, ProgramSpec
 
 DEFAULT_PIN_ROOT = Path("/sys/fs/bpf")
@@ -146,7 +147,7 @@ class _Loader:
         if changes:
             spec = spec.copy(**changes)
         path = self.pin_root / name if spec.pinning == Pinning.BY_NAME else None
-        if path is not None and os.path.exists(path):
+        if path is not None and os.path.lexists(path):
             self.reused.add(name)
             return _reuse(name, spec, path)
         created = Map.create(spec)
@@ -154,7 +155,7 @@ class _Loader:
             if name.startswith(".rodata"):
                 created.freeze()
             if path is not None:
-                self.pin_root.mkdir(parents=True, exist_ok=True)
+                make_pin_dir(self.pin_root)
                 created.pin(path)
                 self.pinned.append(path)
         except BaseException:
@@ -224,7 +225,7 @@ def _check(spec: CollectionSpec) -> None:
 
 def _reuse(name: str, spec: MapSpec, path: Path) -> Map:
     """The map pinned at ``path``, if it matches ``spec``; else an error listing the differences."""
-    found = Map.from_pin(path)
+    found = Map.from_pin(path, owner_only=True)
     try:
         differences = _differences(spec, found.info())
     except BaseException:

@@ -14,11 +14,23 @@ ENOTSUPP = 524
 """The kernel-internal "operation not supported" errno; Python's ``errno`` module has no name."""
 
 _HINTS = {
-    _errno.EPERM: "needs CAP_BPF (plus CAP_NET_ADMIN for networking programs), or CAP_SYS_ADMIN",
-    _errno.EACCES: "needs CAP_BPF (plus CAP_NET_ADMIN for networking programs), or CAP_SYS_ADMIN",
     ENOTSUPP: "the kernel does not support this operation for this object",
     _errno.EOPNOTSUPP: "the kernel does not support this operation for this object",
 }
+
+
+def permission_hint() -> str:
+    """Why the kernel said EPERM/EACCES, as far as the process can tell: a missing capability (only
+    when it is missing), RLIMIT_MEMLOCK on old kernels, or a refusal capabilities cannot lift."""
+    from ._sys import caps, rlimit
+
+    if not caps.can_bpf():
+        return "needs CAP_BPF (plus CAP_NET_ADMIN for networking programs, CAP_PERFMON for tracing), or CAP_SYS_ADMIN"
+    if refused := rlimit.refusal():
+        return refused
+    have = ", ".join(caps.names())
+    return (f"the process has {have}: the kernel refused it for another reason "
+            "(its configuration, a security module or lockdown, or this object's own rules)")
 
 
 def strerror(code: int) -> str:
@@ -29,12 +41,19 @@ def strerror(code: int) -> str:
 
 
 class BPFError(OSError):
-    """A failed ``bpf(2)`` (or related) call: ``errno``, ``op``, ``name`` and an optional ``hint``."""
+    """A failed ``bpf(2)`` (or related) call: ``errno``, ``op``, ``name`` and an optional ``hint``.
+
+    ``done`` is set by batch operations: how many elements were processed before the failure.
+    """
+
+    done: int | None = None
 
     def __init__(self, code: int, op: str, name: str = "", *, message: str = "", hint: str = "") -> None:
         self.op = op
         self.name = name
-        self.hint = hint if hint else _HINTS.get(code, "")
+        if not hint:
+            hint = permission_hint() if code in (_errno.EPERM, _errno.EACCES) else _HINTS.get(code, "")
+        self.hint = hint
         what = f"{op} {name!r}" if name else op
         text = f"{what}: {message or strerror(code)}"
         if self.hint:

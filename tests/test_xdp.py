@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pybpf.apps.netns import Side, VethPair, veth_pair
+from pybpf.testing.netns import Side, VethPair, veth_pair
 from pybpf import IndexOutOfRangeError, Map, MapType, NotSupportedError
 from pybpf import XskMap
 from pybpf.programs import XdpMode, xsk_redirect

@@ -318,3 +318,19 @@ class BtfInfoStruct(ctypes.Structure):
         ("name_len", c_uint32),
         ("kernel_btf", c_uint32),
     ]
+
+
+def check_uint(value: object, field: str, bits: int = 32) -> int:
+    """``value`` as an unsigned ``bits``-bit integer for a kernel struct; TypeError/ValueError
+    naming ``field`` otherwise (ctypes would silently truncate or wrap it)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{field} must be an int, not {type(value).__name__}")
+    if not 0 <= value < 1 << bits:
+        raise ValueError(f"{field} {value} is out of range (0..{(1 << bits) - 1})")
+    return int(value)
+
+
+class EnableStatsAttr(_Attr):
+    """``BPF_ENABLE_STATS``."""
+
+    _fields_ = [("type", c_uint32)]

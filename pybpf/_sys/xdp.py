@@ -15,6 +15,8 @@ import socket
 import struct
 from ctypes import c_uint16, c_uint32, c_uint64
 
+from .libc import libc
+
 AF_XDP = 44
 SOL_XDP = 283
 
@@ -117,14 +119,14 @@ class XdpDesc(ctypes.Structure):
 
 XDP_DESC_SIZE = ctypes.sizeof(XdpDesc)
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.bind.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32)
+_bind = libc.bind
+_bind.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32)
 
 
 def bind(fd: int, ifindex: int, queue_id: int, flags: int, shared_umem_fd: int = 0) -> None:
     """``bind(2)`` an AF_XDP socket to an interface queue; raises ``OSError`` with the errno."""
     addr = SockaddrXdp(AF_XDP, flags, ifindex, queue_id, shared_umem_fd)
-    if _libc.bind(fd, ctypes.addressof(addr), ctypes.sizeof(addr)) < 0:
+    if _bind(fd, ctypes.addressof(addr), ctypes.sizeof(addr)) < 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
 

@@ -20,6 +20,7 @@ from .ready import (
     xsk_redirect,
 )
 from .spec import ProgramSpec
+from .stats import StatsHandle, enable_stats
 
 __all__ = [
     "Link",
@@ -27,8 +28,10 @@ __all__ = [
     "Program",
     "ProgramInfo",
     "ProgramSpec",
+    "StatsHandle",
     "TestRun",
     "XdpMode",
+    "enable_stats",
     "loaded_programs",
     "query",
     "reuseport_hash",

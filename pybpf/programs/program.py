@@ -10,10 +10,10 @@ import struct
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from .._fd import FdOwner
+from .._fd import FdOwner, fd_of
 from .._sys import commands, prog
-from .._sys.attrs import ProgLoadAttr, TestRunAttr
-from .._sys.constants import AttachType, Cmd, ProgramType
+from .._sys.attrs import ProgLoadAttr, TestRunAttr, check_uint
+from .._sys.constants import AttachType, Cmd, ProgramType, TestRunFlags, known
 from ..errors import BPFError
 from . import attach as _attach
 from .info import ProgramInfo
@@ -32,13 +32,6 @@ class TestRun(NamedTuple):
     duration: int
 
 
-def _program_type(value: int) -> ProgramType | int:
-    try:
-        return ProgramType(value)
-    except ValueError:
-        return value
-
-
 class Program(FdOwner):
     """A loaded BPF program. Load with ``Program.load(spec)``; open with ``from_pin``, ``from_id``,
     ``from_fd``. Closing the last fd unloads it unless it is pinned or attached.
@@ -52,7 +45,7 @@ class Program(FdOwner):
                  expected_attach_type: AttachType | int | None = None, verifier_log: str = "") -> None:
         """Wrap a program fd this object now owns."""
         self._own(fd)
-        self.type: ProgramType | int = _program_type(type)
+        self.type: ProgramType | int = known(ProgramType, type)
         self.name = name
         self.expected_attach_type = expected_attach_type
         self.verifier_log = verifier_log
@@ -97,11 +90,14 @@ class Program(FdOwner):
     @classmethod
     def from_fd(cls, fd: int) -> Program:
         """A ``Program`` for a duplicate of ``fd`` (the caller keeps its own fd)."""
-        return cls._from_owned_fd(os.dup(fd))
+        return cls._from_owned_fd(os.dup(fd_of(fd, "fd")))
 
     @classmethod
     def _from_owned_fd(cls, fd: int) -> Program:
         try:
+            kind = commands.object_kind(fd)
+            if kind != "program":
+                raise TypeError(f"fd {fd} holds {'a ' + kind if kind else 'no BPF object'}, not a program")
             raw = commands.prog_info(fd)
         except BaseException:
             os.close(fd)
@@ -141,14 +137,21 @@ class Program(FdOwner):
 
     # ---- running and attaching --------------------------------------------------------------
 
-    def test_run(self, data: bytes = b"", repeat: int = 1, ctx: bytes | None = None) -> TestRun:
-        """Run the program on ``data`` in the kernel (``BPF_PROG_TEST_RUN``), ``repeat`` times.
+    def test_run(self, data: bytes = b"", repeat: int = 0, ctx: bytes | None = None, *, flags: int = 0,
+                 cpu: int = 0, batch_size: int = 0) -> TestRun:
+        """Run the program in the kernel (``BPF_PROG_TEST_RUN``) on ``data`` and ``ctx``.
 
-        Supported for socket filter, tc, XDP, flow dissector and a few more types; others raise
-        ``NotSupportedError``.
+        ``repeat`` 0 runs once and is what every type accepts (raw tracepoint and syscall programs
+        refuse any other); ``flags`` are ``TestRunFlags`` (e.g. ``XDP_LIVE_FRAMES``, Linux 5.18+,
+        with ``batch_size``); ``cpu`` with ``TestRunFlags.RUN_ON_CPU``. Supported for socket
+        filter, tc, XDP, flow dissector, raw tracepoint, syscall and a few more types; others
+        raise ``NotSupportedError``.
         """
-        data_in = ctypes.create_string_buffer(bytes(data), len(data))
-        out_size = len(data) + 4096 if data else 0
+        repeat, flags = check_uint(repeat, "repeat"), check_uint(flags, "flags")
+        cpu, batch_size = check_uint(cpu, "cpu"), check_uint(batch_size, "batch_size")
+        data = bytes(data)
+        data_in = ctypes.create_string_buffer(data, len(data))
+        out_size = len(data) + 4096 if data and not flags & TestRunFlags.XDP_LIVE_FRAMES else 0
         data_out = ctypes.create_string_buffer(out_size)
         ctx_in = ctypes.create_string_buffer(bytes(ctx), len(ctx)) if ctx is not None else None
         attr = TestRunAttr(
@@ -156,10 +159,13 @@ class Program(FdOwner):
             data_size_in=len(data),
             data_in=ctypes.addressof(data_in) if data else 0,
             data_size_out=out_size,
-            data_out=ctypes.addressof(data_out) if data else 0,
+            data_out=ctypes.addressof(data_out) if out_size else 0,
             repeat=repeat,
             ctx_size_in=len(ctx) if ctx is not None else 0,
             ctx_in=ctypes.addressof(ctx_in) if ctx_in is not None else 0,
+            flags=flags,
+            cpu=cpu,
+            batch_size=batch_size,
         )
         prog.prog_test_run(attr, self.name)
         return TestRun(attr.retval, data_out.raw[: attr.data_size_out], attr.duration)

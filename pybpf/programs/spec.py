@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._sys.constants import OBJ_NAME_LEN, AttachType, ProgramType
+from .._sys.constants import OBJ_NAME_LEN, AttachType, ProgramType, member
 from ..asm import Assembler, Insn, encode
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ class ProgramSpec:
 
     def validate(self) -> None:
         """Raise ``ValueError``/``TypeError`` naming the field for anything the kernel would refuse."""
-        if isinstance(self.type, bool) or not isinstance(self.type, int) or self.type <= 0:
+        if isinstance(self.type, bool) or not isinstance(self.type, int) or not 0 < self.type < 1 << 32:
             raise ValueError(f"ProgramSpec.type must be a ProgramType, not {self.type!r}")
         if not isinstance(self.name, str) or len(self.name.encode()) >= OBJ_NAME_LEN or not _NAME_RE.match(self.name):
             raise ValueError(
@@ -55,6 +55,18 @@ class ProgramSpec:
             )
         if not isinstance(self.license, str) or "\0" in self.license:
             raise ValueError(f"ProgramSpec.license must be a string without NUL, not {self.license!r}")
+        if not isinstance(self.insns, Assembler | bytes | bytearray | memoryview):
+            if isinstance(self.insns, str) or not isinstance(self.insns, Sequence):
+                raise TypeError(f"ProgramSpec.insns must be Insn objects, an Assembler or bytes, not {type(self.insns).__name__}")
+            for i, insn in enumerate(self.insns):
+                if not isinstance(insn, Insn):
+                    raise TypeError(f"ProgramSpec.insns[{i}] must be an Insn, not {insn!r}")
+        if isinstance(self.flags, bool) or not isinstance(self.flags, int) or not 0 <= self.flags < 1 << 32:
+            raise ValueError(f"ProgramSpec.flags {self.flags!r} is not a 32-bit flag set")
+        if isinstance(self.kern_version, bool) or not isinstance(self.kern_version, int) or not 0 <= self.kern_version < 1 << 32:
+            raise ValueError(f"ProgramSpec.kern_version {self.kern_version!r} is out of range")
+        if self.expected_attach_type is not None:
+            member(AttachType, self.expected_attach_type, "ProgramSpec.expected_attach_type")
         code = self.instructions()
         if not code:
             raise ValueError("ProgramSpec.insns is empty")

@@ -9,7 +9,6 @@ stay there after the thread comes back, so tests send and receive from the main 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import itertools
 import os
@@ -18,19 +17,13 @@ import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-CLONE_NEWNET = 0x40000000
+from .._sys.libc import setns
+
 NETNS_DIR = "/var/run/netns"
 PREFIX = "pybpf-ns-"
 
-_libc = ctypes.CDLL(None, use_errno=True)
 _counter = itertools.count()
 T = TypeVar("T")
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, f"setns: {os.strerror(code)}")
 
 
 @contextlib.contextmanager
@@ -40,13 +33,13 @@ def inside(namespace: str) -> Iterator[None]:
     try:
         target = os.open(os.path.join(NETNS_DIR, namespace), os.O_RDONLY)
         try:
-            _setns(target)
+            setns(target)
         finally:
             os.close(target)
         try:
             yield
         finally:
-            _setns(home)
+            setns(home)
     finally:
         os.close(home)
 
