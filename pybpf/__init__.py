@@ -20,13 +20,14 @@ _WHERE = {
             "XskMap maps possible_cpus socket_cookie",
     ".pins": "UnsafePathError make_pin_dir",
     ".programs": "Link LinkInfo Program ProgramInfo ProgramSpec StatsHandle TestRun XdpMode enable_stats",
-    ".btf": "BTF BTFError BtfHandle",
+    ".btf": "BTF BTFError BtfHandle BTFTypeWarning",
     ".collection": "Collection CollectionSpec load",
     ".elf": "ELFError",
+    ".events": "PerfBuffer RingBuffer UserRingBuffer",
 }
 _NAMES = {name: module for module, names in _WHERE.items() for name in names.split()}
-_SUBMODULES = {"apps", "asm", "btf", "cli", "collection", "elf", "errors", "features", "map", "pins", "programs",
-               "testing", "xdp"}
+_SUBMODULES = {"apps", "asm", "btf", "cli", "collection", "elf", "errors", "events", "features", "map", "pins",
+               "programs", "testing", "xdp"}
 
 
 def __getattr__(name: str) -> object:
@@ -60,9 +61,10 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
         UpdateFlags,
     )
     from ._sys.rlimit import remove_memlock_limit
-    from .btf import BTF, BTFError, BtfHandle
+    from .btf import BTF, BTFError, BtfHandle, BTFTypeWarning
     from .collection import Collection, CollectionSpec, load
     from .elf import ELFError
+    from .events import PerfBuffer, RingBuffer, UserRingBuffer
     from .errors import (
         BPFError,
         BTFLoadError,

@@ -151,3 +151,11 @@ _BY_ERRNO: dict[int, type[BPFError]] = {
 def error_for(code: int, op: str, name: str = "", *, message: str = "", hint: str = "") -> BPFError:
     """The typed error for an errno that has the same meaning for every object."""
     return _BY_ERRNO.get(code, BPFError)(code, op, name, message=message, hint=hint)
+
+
+class BTFError(ValueError):
+    """BTF data that is malformed, truncated or inconsistent; the message says what and where."""
+
+
+class ELFError(ValueError):
+    """A malformed, truncated or unsupported BPF object file; the message names the file and the part."""

@@ -342,7 +342,7 @@ def test_prog_and_btf_verbs(pin_dir: Path) -> None:
             assert ours[field] == theirs[field], field
         assert any(r["id"] == prog.id for r in json.loads(pybpf("-j", "prog", "list").stdout))
         dump = pybpf("btf", "dump", "map", str(m.id)).stdout
-        assert "STRUCT 'Value' size=16" in dump and "name='port'" in dump
+        assert "STRUCT 'Value' size=16" in dump and "'port' type_id=" in dump
         types = json.loads(pybpf("-j", "btf", "dump", "map", str(m.id)).stdout)["types"]
         assert {t["name"] for t in types} >= {"Value"}
     head = subprocess.run(f"{sys.executable} -m pybpf btf dump file /sys/kernel/btf/vmlinux | head -1",

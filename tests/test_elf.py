@@ -21,7 +21,8 @@ from pybpf._sys.syscall import Door, use_door
 from pybpf.asm import Insn
 from pybpf.btf import Datasec, Struct, Var
 from pybpf.collection import CollectionSpec
-from pybpf.elf import ELFError, ObjectProgramSpec, data_map_name, section_def
+from pybpf.elf import ELFError, data_map_name, section_def
+from pybpf.programs import ProgramSpec
 from pybpf.elf import programs as programs_module
 from pybpf.elf.sections import SLEEPABLE, XDP_HAS_FRAGS
 
@@ -35,6 +36,11 @@ OBJECTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "seed_maps_nobtf": ("seed_maps.c", ("-g0",)),
     "xskmap": ("xskmap.c", ()),
     "features": ("features.c", ()),
+    "typed": ("typed.c", ()),
+    "core": ("core.c", ()),
+    "core_poisoned": ("core_poisoned.c", ()),
+    "kfunc": ("kfunc.c", ()),
+    "core_bitfields": ("core_bitfields.c", ()),
     "sockets": ("sockets.c", ()),
     "pinned": ("pinned.c", ()),
     "pinned32": ("pinned.c", ("-DENTRIES=32",)),
@@ -147,7 +153,7 @@ def test_xskmap_seed(objects: dict[str, Path]) -> None:
     assert (xsks.type, xsks.key_size, xsks.value_size, xsks.max_entries) == (MapType.XSKMAP, 4, 4, 64)
     program = spec.programs["xsk_redir_prog"]
     assert (program.type, program.expected_attach_type, program.license) == (ProgramType.XDP, AttachType.XDP, "GPL")
-    assert isinstance(program, ObjectProgramSpec)
+    assert isinstance(program, ProgramSpec)
     assert {ref.map for ref in program.references} == {"xsks_map"}
 
 
@@ -281,7 +287,7 @@ def test_unknown_sections(section: str) -> None:
 def test_map_and_data_references(objects: dict[str, Path]) -> None:
     spec = read(objects, "features")
     program = spec.programs["with_calls"]
-    assert isinstance(program, ObjectProgramSpec)
+    assert isinstance(program, ProgramSpec)
     lddw = {at for at, insn in slots(program.instructions()) if insn.wide}
     assert {ref.insn for ref in program.references} <= lddw
     by_map: dict[str, set[int | None]] = {}

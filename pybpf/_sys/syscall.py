@@ -38,9 +38,12 @@ class Door:
     raw: Callable[..., int]
     get_errno: Callable[[], int]
     name: str = "kernel"
+    raw_held: Callable[..., int] | None = None
+    """``raw`` without releasing the GIL, for element operations that cannot sleep (it saves the
+    GIL hand-off on every lookup); None: use ``raw``."""
 
 
-KERNEL = Door(libc.syscall, ctypes.get_errno)
+KERNEL = Door(libc.syscall, ctypes.get_errno, raw_held=ctypes.PyDLL(None, use_errno=True).syscall)
 """The running kernel, through libc's ``syscall``."""
 
 _current = KERNEL

@@ -278,3 +278,40 @@ def program_type_name(value: int) -> str:
 def attach_type_name(value: int) -> str:
     """``AttachType`` name of ``value``, or ``attach type N``."""
     return AttachType(value).name if value in AttachType._value2member_map_ else f"attach type {value}"
+
+
+@dataclasses.dataclass(frozen=True)
+class EventSourceTraits:
+    """An attach point reached through a perf event or ``BPF_RAW_TRACEPOINT_OPEN`` rather than an
+    attach type of its own: the program types it takes, since when, and what the kernel needs."""
+
+    program_types: tuple[ProgramType, ...]
+    since: Release
+    link_since: Release
+    """The release from which it is a BPF link (perf events: ``ATTACH_TYPES[PERF_EVENT]``)."""
+    mechanism: str
+
+
+_PERF_LINK = (5, 15)
+EVENT_SOURCES: dict[str, EventSourceTraits] = {
+    "tracepoint": EventSourceTraits((ProgramType.TRACEPOINT,), (4, 7), _PERF_LINK, "perf_event_open(PERF_TYPE_TRACEPOINT)"),
+    "kprobe": EventSourceTraits((ProgramType.KPROBE,), (4, 17), _PERF_LINK, "the kprobe PMU (CONFIG_KPROBES)"),
+    "uprobe": EventSourceTraits((ProgramType.KPROBE,), (4, 17), _PERF_LINK, "the uprobe PMU (CONFIG_UPROBES)"),
+    "perf_event": EventSourceTraits((ProgramType.PERF_EVENT, ProgramType.TRACEPOINT, ProgramType.KPROBE), (4, 9),
+                                    _PERF_LINK, "a perf event fd"),
+    "raw_tracepoint": EventSourceTraits((ProgramType.RAW_TRACEPOINT, ProgramType.RAW_TRACEPOINT_WRITABLE), (4, 17), (5, 7),
+                                        "BPF_RAW_TRACEPOINT_OPEN"),
+}
+"""Tracing attach points without an attach type: tracepoints, kprobes, uprobes, perf events, raw
+tracepoints. Before ``link_since`` a perf event's program is set with ``PERF_EVENT_IOC_SET_BPF``."""
+
+BTF_TARGETS: dict[AttachType, tuple[str, str]] = {
+    AttachType.TRACE_FENTRY: ("", "FUNC"),
+    AttachType.TRACE_FEXIT: ("", "FUNC"),
+    AttachType.MODIFY_RETURN: ("", "FUNC"),
+    AttachType.TRACE_RAW_TP: ("btf_trace_", "TYPEDEF"),
+    AttachType.LSM_MAC: ("bpf_lsm_", "FUNC"),
+}
+"""BTF-typed attach types: the prefix of their target's name in vmlinux BTF and the target's kind
+(``fentry/do_unlinkat`` loads against FUNC ``do_unlinkat``, ``tp_btf/sched_switch`` against
+TYPEDEF ``btf_trace_sched_switch``)."""

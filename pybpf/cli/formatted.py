@@ -1,6 +1,6 @@
 """A map's keys and values decoded by its BTF, shaped as bpftool's ``formatted``; bounded.
 
-The decoding itself is ``pybpf.btf.values.format_value``; this module decides what bpftool
+The decoding itself is ``pybpf.btf.typed.format_value``; this module decides what bpftool
 shows (the key only when the map has a key type, per-CPU values as ``{"cpu", "value"}``) and
 refuses a type that would expand without bound before anything is printed.
 """
@@ -67,7 +67,7 @@ class Formatter:
     def __call__(self, key: bytes, value: bytes | list[bytes]) -> dict[str, Any] | None:
         if self.btf is None:
             return None
-        from ..btf.values import format_value
+        from ..btf.typed import format_value
 
         shown: dict[str, Any] = {}
         if self.key_id:

@@ -233,7 +233,7 @@ def _open_map(fd: int, readonly: bool) -> Map:
     """A ``Map`` for ``fd`` (a duplicate: the caller still closes ``fd``)."""
     from ..map import Map
 
-    return Map.from_fd(fd, readonly=readonly)
+    return Map.from_fd(fd, readonly=readonly, typed=False)  # the dump shows bytes and formats them itself
 
 
 def _dump_one(ctx: Context, fd: int, jw: JsonWriter | None, header: bool) -> None:

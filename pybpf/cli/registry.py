@@ -33,7 +33,7 @@ class ObjectEntry:
 
 
 OBJECTS: dict[str, ObjectEntry] = {
-    "map": ObjectEntry(("pybpf.cli.maps",), "show, dump and change maps (bpftool's verbs)"),
+    "map": ObjectEntry(("pybpf.cli.maps", "pybpf.cli.events"), "show, dump and change maps (bpftool's verbs)"),
     "prog": ObjectEntry(("pybpf.cli.progs",), "show loaded programs"),
     "btf": ObjectEntry(("pybpf.cli.btf",), "dump BTF types (bpftool's 'btf dump')", argparse=True),
     "proxy": ObjectEntry(("pybpf.cli.proxy",), "relay TCP connections through a SOCKHASH: the kernel moves the bytes",
@@ -42,4 +42,6 @@ OBJECTS: dict[str, ObjectEntry] = {
                              error_status=1),
     "xsk": ObjectEntry(("pybpf.cli.xsk",), "AF_XDP sockets: capture a queue into a pcap file", error_status=1),
     "demo": ObjectEntry(("pybpf.cli.demo",), "show each socket map doing its job on this kernel", error_status=1),
+    "perf": ObjectEntry(("pybpf.cli.perf",), "programs attached through perf events (bpftool's 'perf list')"),
+    "execsnoop": ObjectEntry(("pybpf.cli.execsnoop",), "trace new processes (execve), as bcc's execsnoop", error_status=1),
 }

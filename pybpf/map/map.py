@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import mmap as _mmap
+import operator
 import os
 import threading
 import weakref
@@ -79,8 +80,18 @@ class Map(FdOwner, MutableMapping):
         custom_values = type(self)._put_value is not Map._put_value
         self._users: set[int] = set()  # threads that made call buffers for this map
         self._door = gate = door()
-        self._calls: Calls | Closed = Calls(weakref.ref(self), fd, gate, self._key, self._value, value_alloc, custom_values)
+        calls = Calls(weakref.ref(self), fd, gate, self._key, self._value, value_alloc, custom_values,
+                      may_sleep=self.traits.fd_values)
+        self._calls: Calls | Closed = calls
         self._value_alloc = value_alloc
+        self._retire = calls.retire
+        cls = type(self)  # the creating thread's closures stand in for the methods: one call per operation
+        if cls.lookup is Map.lookup:
+            self.lookup = calls.lookup  # type: ignore[method-assign]
+        if cls.update is Map.update:
+            self.update = calls.update  # type: ignore[method-assign]
+        if cls.delete is Map.delete:
+            self.delete = calls.delete  # type: ignore[method-assign]
 
     # ---- construction -------------------------------------------------------------------------
 
@@ -131,16 +142,17 @@ class Map(FdOwner, MutableMapping):
         return cls
 
     @classmethod
-    def from_fd(cls, fd: int, *, readonly: bool = False, key: Any = None, value: Any = None) -> Map:
+    def from_fd(cls, fd: int, *, readonly: bool = False, key: Any = None, value: Any = None, typed: bool = True) -> Map:
         """A ``Map`` for a duplicate of ``fd`` (the caller keeps its own fd).
 
-        ``key``/``value`` declare ctypes types for decoding (checked against the kernel's sizes).
+        ``key``/``value`` declare ctypes types for decoding (checked against the kernel's sizes);
+        undeclared, they come from the map's BTF when it has some (``typed=False``: bytes).
         """
-        return cls._from_owned_fd(os.dup(fd), readonly=readonly, key=key, value=value)
+        return cls._from_owned_fd(os.dup(fd), readonly=readonly, key=key, value=value, typed=typed)
 
     @classmethod
     def from_pin(cls, path: str | os.PathLike[str], readonly: bool = False, *, key: Any = None, value: Any = None,
-                 owner_only: bool = False) -> Map:
+                 owner_only: bool = False, typed: bool = True) -> Map:
         """Open a map pinned in bpffs; ``readonly`` opens it with ``BPF_F_RDONLY``.
 
         A symlink, or a directory on the way that another user controls, is refused
@@ -149,22 +161,27 @@ class Map(FdOwner, MutableMapping):
         """
         flags = FileFlags.RDONLY if readonly else 0
         fd = commands.obj_get(os.fspath(path), flags, what="map", owned=owner_only)
-        return cls._from_owned_fd(fd, readonly=readonly, key=key, value=value)
+        return cls._from_owned_fd(fd, readonly=readonly, key=key, value=value, typed=typed)
 
     @classmethod
-    def from_id(cls, map_id: int, *, readonly: bool = False, key: Any = None, value: Any = None) -> Map:
+    def from_id(cls, map_id: int, *, readonly: bool = False, key: Any = None, value: Any = None, typed: bool = True) -> Map:
         """Open the map with kernel id ``map_id``."""
         flags = FileFlags.RDONLY if readonly else 0
         fd = commands.fd_by_id(Cmd.MAP_GET_FD_BY_ID, map_id, "open map", flags)
-        return cls._from_owned_fd(fd, readonly=readonly, key=key, value=value)
+        return cls._from_owned_fd(fd, readonly=readonly, key=key, value=value, typed=typed)
 
     @classmethod
-    def _from_owned_fd(cls, fd: int, *, readonly: bool, key: Any = None, value: Any = None) -> Map:
+    def _from_owned_fd(cls, fd: int, *, readonly: bool, key: Any = None, value: Any = None, typed: bool = True) -> Map:
         try:
             kind = commands.object_kind(fd)
             if kind != "map":
                 raise TypeError(f"fd {fd} holds {'a ' + kind if kind else 'no BPF object'}, not a map")
             info = MapInfo.from_struct(commands.map_info(fd))
+            if typed and info.btf_id and (key is None or value is None):  # declared types win
+                from ..btf.typed import kernel_map_types  # BTF is imported only for maps that have it
+
+                found = kernel_map_types(info.btf_id, info.btf_key_type_id, info.btf_value_type_id, info.name, info.key_size, info.value_size)
+                key, value = key if key is not None else found[0], value if value is not None else found[1]
             spec = MapSpec(
                 type=info.type,
                 key_size=info.key_size,
@@ -199,6 +216,7 @@ class Map(FdOwner, MutableMapping):
         ``close()`` in another thread completes on this map or fails; it never reaches another."""
         if not self.closed:
             self._calls = CLOSED
+            self._retire()
             if self._mmap is not None:
                 try:
                     self._mmap.close()
@@ -380,14 +398,12 @@ class Map(FdOwner, MutableMapping):
 
     # ---- mapping protocol ---------------------------------------------------------------------
 
-    def __getitem__(self, key: Any) -> Any:
-        return self.lookup(key)
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self.update(key, value)
-
-    def __delitem__(self, key: Any) -> None:
-        self.delete(key)
+    # ``m[k]`` is ``m.lookup(k)`` without a Python frame in between: the subscript slot finds a
+    # property whose getter (C's attrgetter) hands back the instance's ``lookup`` (the creating
+    # thread's closure, or the method), which is then called with the key.
+    __getitem__ = property(operator.attrgetter("lookup"), doc="``m[key]`` is ``m.lookup(key)``.")
+    __setitem__ = property(operator.attrgetter("update"), doc="``m[key] = value`` is ``m.update(key, value)``.")
+    __delitem__ = property(operator.attrgetter("delete"), doc="``del m[key]`` is ``m.delete(key)``.")
 
     def __contains__(self, key: object) -> bool:
         try:

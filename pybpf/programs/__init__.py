@@ -21,21 +21,38 @@ from .ready import (
 )
 from .spec import ProgramSpec
 from .stats import StatsHandle, enable_stats
+from .tracing import (
+    PerfAttachment,
+    PerfEvent,
+    PerfEventLink,
+    PerfLink,
+    attach_cpu_clock,
+    perf_attachments,
+    section_attach,
+    tracepoint_fields,
+)
 
 __all__ = [
     "Link",
     "LinkInfo",
+    "PerfAttachment",
+    "PerfEvent",
+    "PerfEventLink",
+    "PerfLink",
     "Program",
     "ProgramInfo",
     "ProgramSpec",
     "StatsHandle",
     "TestRun",
     "XdpMode",
+    "attach_cpu_clock",
     "enable_stats",
     "loaded_programs",
+    "perf_attachments",
     "query",
     "reuseport_hash",
     "reuseport_select",
+    "section_attach",
     "sk_msg_drop",
     "sk_msg_pass",
     "sk_msg_redirect",
@@ -45,5 +62,6 @@ __all__ = [
     "sk_skb_redirect",
     "splice_pair",
     "splice_verdict",
+    "tracepoint_fields",
     "xsk_redirect",
 ]

@@ -52,7 +52,8 @@ class ProgramInfo:
 @dataclasses.dataclass(frozen=True)
 class LinkInfo:
     """One link as the kernel reports it (``struct bpf_link_info``): the common head, plus the
-    interface of an XDP link and the map and attach type of a sockmap link."""
+    interface of an XDP link, the map and attach type of a sockmap link, and the attach type and
+    BTF target of a tracing (fentry/fexit/...) link."""
 
     id: int
     type: LinkType | int
@@ -60,6 +61,10 @@ class LinkInfo:
     ifindex: int | None = None
     map_id: int | None = None
     attach_type: AttachType | int | None = None
+    target_obj_id: int | None = None
+    """TRACING links: the id of the BTF object (vmlinux's, a module's) or program holding the target."""
+    target_btf_id: int | None = None
+    """TRACING links: the BTF id of the function or tracepoint attached to."""
 
     @classmethod
     def from_struct(cls, raw: LinkInfoStruct) -> LinkInfo:
@@ -71,4 +76,7 @@ class LinkInfo:
             return cls(**head, ifindex=first)
         if link_type == LinkType.SOCKMAP:
             return cls(**head, map_id=first, attach_type=known(AttachType, second))
+        if link_type == LinkType.TRACING:
+            third = (ctypes.c_uint32 * 3).from_buffer_copy(raw.extra)[2]
+            return cls(**head, attach_type=known(AttachType, first), target_obj_id=second, target_btf_id=third)
         return cls(**head)

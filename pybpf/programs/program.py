@@ -16,6 +16,7 @@ from .._sys.attrs import ProgLoadAttr, TestRunAttr, check_uint
 from .._sys.constants import AttachType, Cmd, ProgramType, TestRunFlags, known
 from ..errors import BPFError
 from . import attach as _attach
+from . import tracing as _tracing
 from .info import ProgramInfo
 from .link import Link
 from .spec import ProgramSpec
@@ -49,6 +50,8 @@ class Program(FdOwner):
         self.name = name
         self.expected_attach_type = expected_attach_type
         self.verifier_log = verifier_log
+        self.section = ""
+        """The ELF section the program was loaded from (libbpf's name says where it attaches), or ""."""
         self._id: int | None = None
 
     # ---- construction -----------------------------------------------------------------------
@@ -74,8 +77,17 @@ class Program(FdOwner):
             expected_attach_type=spec.expected_attach_type or 0,
         )
         _keep = _set_btf(attr, spec)  # noqa: F841 - the record buffers must outlive the syscall
-        fd, log = prog.prog_load(attr, spec.name, log_level)
-        return cls(fd, spec.type, spec.name, expected_attach_type=spec.expected_attach_type, verifier_log=log)
+        attr.attach_btf_id = _tracing.attach_btf_id(spec)
+        try:
+            fd, log = prog.prog_load(attr, spec.name, log_level)
+        except BPFError as err:
+            refused = _tracing.explain_tracing_refusal(err.errno, spec)
+            if refused is not None:
+                raise refused from None
+            raise
+        loaded = cls(fd, spec.type, spec.name, expected_attach_type=spec.expected_attach_type, verifier_log=log)
+        loaded.section = getattr(spec, "section", "")
+        return loaded
 
     @classmethod
     def from_pin(cls, path: str | os.PathLike[str]) -> Program:
@@ -198,6 +210,33 @@ class Program(FdOwner):
     def detach_reuseport(self, sock: socket.socket | int) -> None:
         """Remove the program of ``sock``'s SO_REUSEPORT group (``SO_DETACH_REUSEPORT_BPF``)."""
         _attach.detach_reuseport(sock)
+
+    def attach_tracepoint(self, category: str, name: str) -> Link:
+        """Attach this TRACEPOINT program to ``category:name`` (e.g. ``syscalls``, ``sys_enter_openat``)."""
+        return _tracing.attach_tracepoint(self, category, name)
+
+    def attach_raw_tracepoint(self, name: str) -> Link:
+        """Attach this RAW_TRACEPOINT program to the kernel tracepoint ``name`` (e.g. ``sched_switch``)."""
+        return _tracing.attach_raw_tracepoint(self, name)
+
+    def attach_kprobe(self, symbol: str, retprobe: bool = False) -> Link:
+        """Attach this KPROBE program to kernel function ``symbol`` (its return with ``retprobe``).
+        ``NotSupportedError`` on a kernel built without kprobes."""
+        return _tracing.attach_kprobe(self, symbol, retprobe)
+
+    def attach_uprobe(self, path: str | os.PathLike[str], symbol: str | int, retprobe: bool = False,
+                      pid: int | None = None) -> Link:
+        """Attach this KPROBE program to function ``symbol`` of executable or library ``path``
+        (its return with ``retprobe``); with ``pid``, in that process only."""
+        return _tracing.attach_uprobe(self, path, symbol, retprobe, pid)
+
+    def attach_tracing(self) -> Link:
+        """Attach this fentry/fexit/fmod_ret/tp_btf/LSM program at the target it was loaded for."""
+        return _tracing.attach_tracing(self)
+
+    def attach_perf_event(self, fd: Any) -> Link:
+        """Attach to a perf event (a ``PerfEvent`` or an event fd, not taken over), e.g. a sampling clock."""
+        return _tracing.attach_perf_event(self, fd)
 
 
 def _set_btf(attr: ProgLoadAttr, spec: ProgramSpec) -> list[ctypes.Array[ctypes.c_char]]:

@@ -11,10 +11,32 @@ from .._sys.constants import OBJ_NAME_LEN, AttachType, ProgramType, member
 from ..asm import Assembler, Insn, encode
 
 if TYPE_CHECKING:
-    from ..btf import BtfHandle, FuncInfo, LineInfo
+    from ..btf import BtfHandle, CoreRelo, FuncInfo, LineInfo
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.]*$")
 _MAX_INSNS = 1_000_000  # BPF_COMPLEXITY_LIMIT_INSNS: the most a privileged program may have
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MapReference:
+    """An ``ld_imm64`` at instruction ``insn`` loading map ``map`` (a name in the collection), or
+    (with ``offset``) the address ``offset`` bytes into its value (global data)."""
+
+    insn: int
+    map: str
+    offset: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ExternReference:
+    """An instruction that refers to a kernel symbol (``__ksym``): an ``ld_imm64`` of a kernel
+    variable's or function's address, or (``call``) a call of a kernel function; loading
+    resolves ``name`` against the running kernel."""
+
+    insn: int
+    name: str
+    function: bool = False
+    call: bool = False
 
 
 @dataclasses.dataclass
@@ -24,6 +46,13 @@ class ProgramSpec:
 
     ``btf`` (a loaded ``BtfHandle``) with ``func_info``/``line_info`` (``insn_off`` counted in
     instructions) describes the functions and source lines; they are sent only with ``btf``.
+
+    ``attach_to`` names the kernel function (or tracepoint) of a BTF-typed program (fentry,
+    fexit, fmod_ret, tp_btf, lsm); its BTF id is looked up in vmlinux BTF at load.
+
+    A program read from an object file also has its ``section``, the map ``references`` that
+    loading fills with fds, and its CO-RE relocations (``core_relos``, applied at load against the
+    running kernel's BTF) and references to kernel symbols (``externs``, resolved at load).
     """
 
     type: ProgramType | int
@@ -36,6 +65,11 @@ class ProgramSpec:
     btf: BtfHandle | None = None
     func_info: Sequence[FuncInfo] = ()
     line_info: Sequence[LineInfo] = ()
+    attach_to: str = ""
+    section: str = ""
+    references: Sequence[MapReference] = ()
+    core_relos: Sequence[CoreRelo] = ()
+    externs: Sequence[ExternReference] = ()
 
     def instructions(self) -> bytes:
         """The encoded instructions (an ``Assembler`` is assembled, labels resolved)."""
