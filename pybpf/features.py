@@ -49,7 +49,8 @@ FEATURES: dict[str, Feature] = {
        for t in (AttachType.SK_MSG_VERDICT, AttachType.SK_SKB_STREAM_PARSER, AttachType.SK_SKB_STREAM_VERDICT,
                  AttachType.SK_SKB_VERDICT)},
     "batch_ops": Feature((5, 6), probes.batch_ops(), "batch map operations"),
-    "batch_ops:PERCPU_ARRAY": Feature((5, 6), probes.batch_ops(MapType.PERCPU_ARRAY), "batch operations on PERCPU_ARRAY maps"),
+    **{f"batch_ops:{t.name}": Feature((5, 6), probes.batch_ops(t), f"batch operations on {t.name} maps")
+       for t, tr in MAP_TYPES.items() if tr.batch},
     "hash_lookup_and_delete": Feature((5, 14), probes.hash_lookup_and_delete, "lookup-and-delete on hash maps"),
     "mmapable_array": Feature((5, 5), probes.map_create(MapType.ARRAY, MapFlags.MMAPABLE), "memory-mapped ARRAY maps"),
     "sockmap_link": Feature(ATTACH_TYPES[AttachType.SK_MSG_VERDICT].link_since, probes.sockmap_link, "sockmap links"),

@@ -158,7 +158,7 @@ def batch_ops(map_type: MapType = MapType.HASH) -> Probe:
         with _fds(_small_map(map_type)) as (fd,):
             if fd < 0:
                 return -fd
-            key, value, token = ctypes.c_uint32(0), (ctypes.c_uint64 * 64)(), ctypes.c_uint64()
+            key, value, token = ctypes.c_uint32(0), (ctypes.c_uint64 * 4096)(), ctypes.c_uint64()  # per-CPU: room for 4096 CPUs
             ret = bpf_errno(Cmd.MAP_UPDATE_BATCH, batch_attr(fd, ctypes.addressof(key), ctypes.addressof(value), 1))
             if ret < 0:
                 return -ret
