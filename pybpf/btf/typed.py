@@ -37,7 +37,6 @@ from .types import (
     IntEncoding,
     Pointer,
     Struct,
-    Type,
     Typedef,
     Union,
     Var,

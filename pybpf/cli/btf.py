@@ -27,7 +27,6 @@ from ..btf.types import (
     Enum64,
     Float,
     Func,
-    FuncLinkage,
     FuncProto,
     Fwd,
     Int,
@@ -36,7 +35,6 @@ from ..btf.types import (
     Type,
     Union,
     Var,
-    VarLinkage,
 )
 from .words import UsageError, parse_int
 

@@ -17,7 +17,6 @@ from .command import CommandError, Context, UsageError, Words, verb
 from .formatted import Formatter
 from .jsonw import JsonWriter
 from .objects import MAP_GRAMMAR, PROG_GRAMMAR, closing, each_fd, map_fd, map_fds, prog_fds
-from .words import parse_int
 
 if TYPE_CHECKING:
     from .._sys.attrs import MapInfoStruct

@@ -8,7 +8,7 @@ import os
 import select
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, Generic, Self, TypeVar
 
 from .._sys import commands
@@ -16,6 +16,7 @@ from .._sys.constants import MapType
 from ..errors import BPFError
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 _pid = os.getpid()
 
@@ -135,6 +136,44 @@ def check_timeout(timeout: float | None) -> float:
     if timeout != timeout or timeout < 0:
         raise ValueError(f"timeout must be >= 0 seconds, not {timeout}")
     return float(timeout)
+
+
+def drain_rings(guard: Guard, epoll: select.epoll, rings: Sequence[R], visit: Callable[[R], int],
+                timeout: float | None) -> int:
+    """Run ``visit(ring)`` (which reads a ring's records and says how many) over every ring until
+    some were read, waiting on ``epoll`` up to ``timeout`` seconds (None: forever, 0: not at all);
+    the number read. Returns early with 0 when the reader is being closed."""
+    wait_for = check_timeout(timeout)
+    guard.enter()
+    try:
+        deadline = None if wait_for < 0 else time.monotonic() + wait_for
+        while True:
+            count = sum(visit(ring) for ring in rings)
+            if count or wait_for == 0:
+                return count
+            left = -1 if deadline is None else deadline - time.monotonic()
+            if deadline is not None and left <= 0:
+                return 0
+            epoll.poll(left)
+            if guard.closing:
+                return 0
+    finally:
+        guard.leave()
+
+
+def poll_rings(guard: Guard, epoll: select.epoll, rings: Sequence[R], read: Callable[[R, list[Any]], object],
+               timeout: float | None, decode: Callable[[Any], Any] | None) -> list[Any]:
+    """The records every ring holds now, copied (``read(ring, out)`` appends a ring's), waiting as
+    ``drain_rings`` does for the first; decoded when the reader has a record type."""
+    out: list[Any] = []
+
+    def visit(ring: R) -> int:
+        before = len(out)
+        read(ring, out)
+        return len(out) - before
+
+    drain_rings(guard, epoll, rings, visit, timeout)
+    return [decode(record) for record in out] if decode is not None else out
 
 
 def wait(epoll: select.epoll, timeout: float) -> list[tuple[int, int]]:

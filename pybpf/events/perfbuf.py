@@ -30,14 +30,13 @@ import errno
 import mmap
 import os
 import select
-import time
 from collections.abc import Callable
 from typing import Any
 
 from .._sys import perf
 from .._sys.constants import MapType
 from ..errors import BPFError, error_for
-from ._reader import Closing, Guard, Iterable, check_timeout, decoder, map_fd_and_info
+from ._reader import Closing, Guard, Iterable, decoder, drain_rings, map_fd_and_info, poll_rings
 
 PAGE = mmap.PAGESIZE
 _HEAD = perf.DATA_HEAD_OFFSET // 8
@@ -152,27 +151,8 @@ class PerfBuffer(Iterable[Any], Closing):
     def poll(self, timeout: float | None = None) -> list[Any]:
         """Every sample available now as ``bytes`` (or ``type`` instances); if none, wait up to
         ``timeout`` seconds (None: forever) for the first. Lost-record notices add to ``lost``."""
-        wait = check_timeout(timeout)
-        out: list[Any] = []
-        self._guard.enter()
-        try:
-            deadline = None if wait < 0 else time.monotonic() + wait
-            while True:
-                for ring in self._rings:
-                    self._read(ring, out.append, copy=True)
-                if out or wait == 0:
-                    break
-                left = -1 if deadline is None else deadline - time.monotonic()
-                if deadline is not None and left <= 0:
-                    break
-                self._epoll.poll(left)
-                if self._guard.closing:
-                    break
-        finally:
-            self._guard.leave()
-        if self._decode is not None:
-            return [self._decode(record) for record in out]
-        return out
+        return poll_rings(self._guard, self._epoll, self._rings, lambda ring, out: self._read(ring, out.append, copy=True),
+                          timeout, self._decode)
 
     def consume(self, callback: Callable[[Any], object], timeout: float = 0) -> int:
         """Call ``callback(sample)`` for every sample available (a ``memoryview`` into the ring,
@@ -180,30 +160,13 @@ class PerfBuffer(Iterable[Any], Closing):
         many. With ``timeout`` > 0 (or None), first wait that long for one."""
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {callback!r}")
-        wait = check_timeout(timeout)
         decode = self._decode
         if decode is None:
             deliver = callback
         else:
             def deliver(view: Any) -> object:
                 return callback(decode(view))
-        self._guard.enter()
-        try:
-            deadline = None if wait < 0 else time.monotonic() + wait
-            while True:
-                count = 0
-                for ring in self._rings:
-                    count += self._read(ring, deliver, copy=False)
-                if count or wait == 0:
-                    return count
-                left = -1 if deadline is None else deadline - time.monotonic()
-                if deadline is not None and left <= 0:
-                    return 0
-                self._epoll.poll(left)
-                if self._guard.closing:
-                    return 0
-        finally:
-            self._guard.leave()
+        return drain_rings(self._guard, self._epoll, self._rings, lambda ring: self._read(ring, deliver, copy=False), timeout)
 
     def _read(self, ring: _CpuRing, deliver: Callable[[Any], object], copy: bool) -> int:
         """Hand every sample of ``ring`` to ``deliver``; advance ``data_tail``; the count."""

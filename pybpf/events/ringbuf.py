@@ -33,15 +33,14 @@ import errno
 import mmap
 import os
 import select
-import time
 from collections.abc import Callable
 from typing import Any
 
 from .._sys.constants import MapType
 from .._sys.ringbuf import BUSY_BIT, CONSUMER_OFFSET, DISCARD_BIT, HDR_SZ, PAGE, PRODUCER_OFFSET
 from .._sys.syscall import door
-from ..errors import BPFError, error_for
-from ._reader import Closing, Guard, Iterable, check_timeout, decoder, map_fd_and_info
+from ..errors import error_for
+from ._reader import Closing, Guard, Iterable, decoder, drain_rings, map_fd_and_info, poll_rings
 
 _BUSY_OR_DISCARD = BUSY_BIT | DISCARD_BIT
 
@@ -135,27 +134,7 @@ class RingBuffer(Iterable[Any], Closing):
     def poll(self, timeout: float | None = None) -> list[Any]:
         """Every record available now, as ``bytes`` (or ``type`` instances); if none, wait up to
         ``timeout`` seconds (None: forever) for the first. An empty list means the time ran out."""
-        wait = check_timeout(timeout)
-        out: list[Any] = []
-        self._guard.enter()
-        try:
-            deadline = None if wait < 0 else time.monotonic() + wait
-            while True:
-                for ring in self._rings:
-                    self._copy(ring, out)
-                if out or wait == 0:
-                    break
-                left = -1 if deadline is None else deadline - time.monotonic()
-                if deadline is not None and left <= 0:
-                    break
-                self._epoll.poll(left)
-                if self._guard.closing:
-                    break
-        finally:
-            self._guard.leave()
-        if self._decode is not None:
-            return [self._decode(record) for record in out]
-        return out
+        return poll_rings(self._guard, self._epoll, self._rings, self._copy, timeout, self._decode)
 
     def _copy(self, ring: _Ring, out: list[Any]) -> None:
         """Append ring's available records (copied as bytes) to ``out``; advance the consumer."""
@@ -190,24 +169,7 @@ class RingBuffer(Iterable[Any], Closing):
         """
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {callback!r}")
-        wait = check_timeout(timeout)
-        self._guard.enter()
-        try:
-            deadline = None if wait < 0 else time.monotonic() + wait
-            count = 0
-            while True:
-                for ring in self._rings:
-                    count += self._consume(ring, callback)
-                if count or wait == 0:
-                    return count
-                left = -1 if deadline is None else deadline - time.monotonic()
-                if deadline is not None and left <= 0:
-                    return 0
-                self._epoll.poll(left)
-                if self._guard.closing:
-                    return 0
-        finally:
-            self._guard.leave()
+        return drain_rings(self._guard, self._epoll, self._rings, lambda ring: self._consume(ring, callback), timeout)
 
     def _consume(self, ring: _Ring, callback: Callable[[Any], object]) -> int:
         data, lens, mask, prod_word, cons_word = ring.data, ring.lens, ring.mask, ring.prod_word, ring.cons_word

@@ -24,7 +24,7 @@ from typing import Any
 
 from .._sys.constants import MapType
 from .._sys.ringbuf import BUSY_BIT, CONSUMER_OFFSET, DISCARD_BIT, HDR_SZ, PAGE, PRODUCER_OFFSET, record_span
-from ..errors import BPFError, MapFullError, error_for
+from ..errors import MapFullError, error_for
 from ._reader import Closing, Guard, check_timeout, map_fd_and_info
 
 

@@ -2,6 +2,7 @@
 ready-made programs assembled without a compiler (each returns a loaded ``Program``)."""
 
 from .attach import XdpMode, query
+from .cgroup import CgroupFlags, CgroupProgram, cgroup_programs
 from .info import LinkInfo, ProgramInfo
 from .link import Link
 from .program import Program, TestRun, loaded_programs
@@ -19,6 +20,8 @@ from .ready import (
     splice_verdict,
     xsk_redirect,
 )
+from .ready_sockets import BindingKey, DispatchMetrics, SockTuple, sk_lookup_dispatch, sk_msg_to_peer, sockops_insert
+from .sockfilter import detach_socket
 from .spec import ProgramSpec
 from .stats import StatsHandle, enable_stats
 from .tracing import (
@@ -64,4 +67,14 @@ __all__ = [
     "splice_verdict",
     "tracepoint_fields",
     "xsk_redirect",
+    "CgroupFlags",
+    "CgroupProgram",
+    "cgroup_programs",
+    "detach_socket",
+    "BindingKey",
+    "DispatchMetrics",
+    "SockTuple",
+    "sk_lookup_dispatch",
+    "sk_msg_to_peer",
+    "sockops_insert",
 ]
