@@ -238,3 +238,11 @@ def lpm_next_key_restarts() -> str | None:
         return f"this kernel's ({running()}) LPM trie does not restart a walk at its first key after the cursor was deleted"
     finally:
         os.close(fd)
+
+
+def memory_release_lacks(version: tuple[int, ...], since: tuple[int, int], what: str) -> str | None:
+    """Why the memory kernel of ``pybpf.testing``, following release ``version``, lacks ``what``
+    (which arrived in ``since``), or None: the memory kernel's own version gate."""
+    if tuple(version[:2]) >= since:
+        return None
+    return f"{what} need Linux {since[0]}.{since[1]}; the memory kernel follows {version[0]}.{version[1]}"

@@ -42,7 +42,7 @@ from .keyless import BloomFilter
 from .maps import LOCK, MAP_CLASSES, CreateRequest, MemMap, check_common, check_name
 from .objects import ENOTSUPP, Errno, NotInMemoryKernelError
 from .programs import MemBtf, MemProgram
-from .releases import BATCH_SKIPS_HOLES, FREEZE_NEEDS_WRITE
+from .releases import BATCH_SKIPS_HOLES, FREEZE_NEEDS_WRITE, HASH_LOOKUP_AND_DELETE
 
 if TYPE_CHECKING:
     from .kernel import MemoryKernel
@@ -231,9 +231,10 @@ class Commands:
         check_common(req, attr.btf_vmlinux_value_type_id)
         readable, writable = _file_mode(flags)
         cls = MAP_CLASSES.get(req.type)
+        traits = map_traits(req.type)
+        if traits is None or req.type == MapType.UNSPEC or self.kernel.version[:2] < traits.since:
+            raise Errno(errno.EINVAL)  # a type this release does not know
         if cls is None:
-            if req.type not in MapType._value2member_map_ or req.type == MapType.UNSPEC:
-                raise Errno(errno.EINVAL)
             kind = map_type_name(req.type)
             raise NotInMemoryKernelError(f"create {kind} map", f"{kind} maps are")
         cls.check(req)
@@ -248,8 +249,7 @@ class Commands:
         if req.btf_key_type_id or req.btf_value_type_id:
             btf = self.kernel.resolve(attr.btf_fd, "BTF").obj
             assert isinstance(btf, MemBtf)
-            traits = map_traits(req.type)
-            if traits is None or not traits.btf_types:
+            if not traits.btf_types:
                 raise Errno(ENOTSUPP)
             req.btf = btf
         obj = cls(req, self.kernel)
@@ -317,8 +317,9 @@ class Commands:
         if attr.flags & LOCK:
             raise Errno(errno.EINVAL)
         key = _copy_key(attr.key, obj.key_size)
-        if obj.type not in (MapType.QUEUE, MapType.STACK, MapType.HASH, MapType.PERCPU_HASH, MapType.LRU_HASH,
-                            MapType.LRU_PERCPU_HASH):
+        hashes = (MapType.HASH, MapType.PERCPU_HASH, MapType.LRU_HASH, MapType.LRU_PERCPU_HASH)
+        if obj.type not in (MapType.QUEUE, MapType.STACK) + hashes or (
+                obj.type in hashes and not HASH_LOOKUP_AND_DELETE.in_release(self.kernel.version)):
             raise Errno(ENOTSUPP)
         write(attr.value, obj.lookup_and_delete(key, attr.flags))
         return 0

@@ -47,7 +47,12 @@ FREEZE_NEEDS_WRITE = Change(
     "a read-only fd could freeze and a second freeze was EBUSY)",
     since=(6, 12))
 
-CHANGES = (LPM_FLAGS, BATCH_SKIPS_HOLES, FREEZE_NEEDS_WRITE)
+HASH_LOOKUP_AND_DELETE = Change(
+    "BPF_MAP_LOOKUP_AND_DELETE_ELEM works on hash maps (before: ENOTSUPP; queues and stacks had it)",
+    since=(5, 14))
+
+CHANGES = (LPM_FLAGS, BATCH_SKIPS_HOLES, FREEZE_NEEDS_WRITE, HASH_LOOKUP_AND_DELETE)
+"""Besides these, a map type exists from the release ``pybpf._sys.traits`` names (EINVAL before)."""
 
 
 @functools.cache
