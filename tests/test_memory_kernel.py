@@ -435,3 +435,13 @@ def test_release_rows_name_upstream_and_stable_versions() -> None:
     assert lpm.in_release((6, 12, 118)) and not lpm.in_release((6, 12, 0)) and not lpm.in_release((6, 6, 200))
     assert releases.version_of((6, 1)) == (6, 1, 0) and releases.version_of((6, 1, 5)) == (6, 1, 5)
     assert releases.running()[:2] == tuple(int(x) for x in os.uname().release.split(".")[:2])
+
+
+def test_per_cpu_batches_decode_lists_with_one_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by the differential test in a one-CPU VM: a batch of per-CPU values decoded as one
+    blob per element when the stride equalled the value size."""
+    import pybpf.map.codec as codec
+
+    monkeypatch.setattr(codec, "possible_cpus", lambda: 1)
+    field = codec.PerCpuField(8, None, "value")
+    assert field.decode_many(bytes(range(16)), 2, 8) == [[bytes(range(8))], [bytes(range(8, 16))]]

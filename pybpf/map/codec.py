@@ -154,3 +154,9 @@ class PerCpuField(Field):
             values = [obj] * self.cpus
         for i, val in enumerate(values):
             Field.put(self, buf, offset + i * self.stride, val)
+
+    def decode_many(self, buf: bytes, count: int, stride: int) -> list[Any]:
+        """``count`` per-CPU values (each a list), ``stride`` bytes apart: always element by element
+        (``Field``'s shortcut for plain bytes would hand out one blob when there is one CPU)."""
+        decode, view = self.decode, memoryview(buf)
+        return [decode(view[i * stride : (i + 1) * stride]) for i in range(count)]

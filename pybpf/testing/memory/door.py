@@ -42,7 +42,13 @@ from .keyless import BloomFilter
 from .maps import LOCK, MAP_CLASSES, CreateRequest, MemMap, check_common, check_name
 from .objects import ENOTSUPP, Errno, NotInMemoryKernelError
 from .programs import MemBtf, MemProgram
-from .releases import BATCH_SKIPS_HOLES, FREEZE_NEEDS_WRITE, HASH_LOOKUP_AND_DELETE
+from .releases import (
+    BATCH_SKIPS_HOLES,
+    FREEZE_NEEDS_WRITE,
+    HASH_LOOKUP_AND_DELETE,
+    MAPS_OF_MAPS_BATCH,
+    PERCPU_VALUE_E2BIG,
+)
 
 if TYPE_CHECKING:
     from .kernel import MemoryKernel
@@ -237,7 +243,13 @@ class Commands:
         if cls is None:
             kind = map_type_name(req.type)
             raise NotInMemoryKernelError(f"create {kind} map", f"{kind} maps are")
-        cls.check(req)
+        try:
+            cls.check(req)
+        except Errno as refused:
+            if refused.code == errno.E2BIG and traits.percpu and req.value_size > 32768 \
+                    and not PERCPU_VALUE_E2BIG.in_release(self.kernel.version):
+                raise Errno(errno.ENOMEM) from None  # no size check yet: the allocation fails
+            raise
         if req.type in (MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS):
             inner = self._map(attr.inner_map_fd)[0]
             if inner.type in (MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS):
@@ -346,7 +358,9 @@ class Commands:
         writes = cmd != Cmd.MAP_LOOKUP_BATCH
         if (reads and not readable) or (writes and not writable):
             raise Errno(errno.EPERM)
-        if cmd not in obj.batch_commands:
+        if cmd not in obj.batch_commands or (
+                obj.type in (MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS, MapType.LPM_TRIE)
+                and not MAPS_OF_MAPS_BATCH.in_release(self.kernel.version)):
             raise Errno(ENOTSUPP)
         if cmd == Cmd.MAP_UPDATE_BATCH:
             return batch.update_batch(obj, attr)

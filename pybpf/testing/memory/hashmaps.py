@@ -41,6 +41,7 @@ from .maps import (
     round8,
 )
 from .objects import Errno, MemObject
+from .releases import HASH_LOOKUP_AND_DELETE
 from .sizes import kernel_mem_check
 
 if TYPE_CHECKING:
@@ -384,8 +385,10 @@ class HashMap(MemMap):
             finally:
                 release()
 
-        return {Cmd.MAP_LOOKUP_ELEM: lookup, Cmd.MAP_UPDATE_ELEM: update, Cmd.MAP_DELETE_ELEM: delete,
-                Cmd.MAP_LOOKUP_AND_DELETE_ELEM: lookup_and_delete}
+        ops = {Cmd.MAP_LOOKUP_ELEM: lookup, Cmd.MAP_UPDATE_ELEM: update, Cmd.MAP_DELETE_ELEM: delete}
+        if HASH_LOOKUP_AND_DELETE.in_release(self.kernel.version):  # else the full path says ENOTSUPP
+            ops[Cmd.MAP_LOOKUP_AND_DELETE_ELEM] = lookup_and_delete
+        return ops
 
 
 @register

@@ -26,6 +26,7 @@ from .arrays import array_check, array_next_key, index_of
 from .hashmaps import HashMap
 from .maps import EXIST, NOEXIST, CreateRequest, MemMap, register
 from .objects import ENOTSUPP, Errno, MemObject
+from .releases import UNIX_SOCKETS_IN_SOCKMAP
 
 if TYPE_CHECKING:
     from .kernel import MemoryKernel
@@ -106,7 +107,7 @@ def socket_from(value: bytes, value_size: int) -> Sock:
     return Sock(ufd)
 
 
-def _suitable(sock: Sock) -> bool:
+def _suitable(sock: Sock, version: tuple[int, int, int]) -> bool:
     """``sock_map_sk_is_suitable`` and ``sock_map_sk_state_allowed``, as measured on 6.18."""
     fd = sock.fd
     if sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -117,6 +118,8 @@ def _suitable(sock: Sock) -> bool:
             return _bound_port(fd) != 0
         return False
     if sock.family == socket.AF_UNIX:
+        if not UNIX_SOCKETS_IN_SOCKMAP.in_release(version):
+            return False
         if sock.type == socket.SOCK_STREAM:
             return _connected(fd)
         return sock.type == socket.SOCK_DGRAM
@@ -183,7 +186,7 @@ class SockMap(_SocketMapBase):
     def update(self, key: bytes | None, value: bytes, flags: int) -> None:
         assert key is not None
         sock = socket_from(value, self.value_size)
-        if not _suitable(sock):
+        if not _suitable(sock, self.kernel.version):
             raise Errno(errno.EOPNOTSUPP)
         if flags > EXIST:
             raise Errno(EINVAL)
@@ -257,7 +260,7 @@ class SockHash(HashMap):
     def update(self, key: bytes | None, value: bytes, flags: int) -> None:
         assert key is not None
         sock = socket_from(value, self.value_size)
-        if not _suitable(sock):
+        if not _suitable(sock, self.kernel.version):
             raise Errno(errno.EOPNOTSUPP)
         if flags > EXIST:
             raise Errno(EINVAL)
