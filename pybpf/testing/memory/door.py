@@ -46,7 +46,7 @@ from .releases import (
     BATCH_SKIPS_HOLES,
     FREEZE_NEEDS_WRITE,
     HASH_LOOKUP_AND_DELETE,
-    MAPS_OF_MAPS_BATCH,
+    LATE_BATCH_TYPES,
     PERCPU_VALUE_E2BIG,
 )
 
@@ -359,8 +359,8 @@ class Commands:
         if (reads and not readable) or (writes and not writable):
             raise Errno(errno.EPERM)
         if cmd not in obj.batch_commands or (
-                obj.type in (MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS, MapType.LPM_TRIE)
-                and not MAPS_OF_MAPS_BATCH.in_release(self.kernel.version)):
+                obj.type in (MapType.PERCPU_ARRAY, MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS, MapType.LPM_TRIE)
+                and not LATE_BATCH_TYPES.in_release(self.kernel.version)):
             raise Errno(ENOTSUPP)
         if cmd == Cmd.MAP_UPDATE_BATCH:
             return batch.update_batch(obj, attr)

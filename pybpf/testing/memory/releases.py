@@ -53,15 +53,15 @@ HASH_LOOKUP_AND_DELETE = Change(
 
 UNIX_SOCKETS_IN_SOCKMAP = Change(
     "SOCKMAP and SOCKHASH take Unix sockets (before: EOPNOTSUPP)", since=(5, 15))
-MAPS_OF_MAPS_BATCH = Change(
-    "ARRAY_OF_MAPS, HASH_OF_MAPS and LPM_TRIE have batch operations (before: ENOTSUPP; 6.1 is "
-    "the first release known here to have them, 5.10 the last without)", since=(6, 1))
+LATE_BATCH_TYPES = Change(
+    "PERCPU_ARRAY, ARRAY_OF_MAPS, HASH_OF_MAPS and LPM_TRIE have batch operations (before: "
+    "ENOTSUPP; 6.1 is the first release known here to have them, 5.10 the last without)", since=(6, 1))
 PERCPU_VALUE_E2BIG = Change(
     "a per-CPU value over 32 KiB is refused at creation with E2BIG (before: ENOMEM when the "
     "per-CPU allocation fails; 6.1 first known, 5.10 last without)", since=(6, 1))
 
 CHANGES = (LPM_FLAGS, BATCH_SKIPS_HOLES, FREEZE_NEEDS_WRITE, HASH_LOOKUP_AND_DELETE, UNIX_SOCKETS_IN_SOCKMAP,
-           MAPS_OF_MAPS_BATCH, PERCPU_VALUE_E2BIG)
+           LATE_BATCH_TYPES, PERCPU_VALUE_E2BIG)
 """Besides these, a map type exists from the release ``pybpf._sys.traits`` names (EINVAL before)."""
 
 
