@@ -385,7 +385,8 @@ class HashMap(MemMap):
             finally:
                 release()
 
-        ops = {Cmd.MAP_LOOKUP_ELEM: lookup, Cmd.MAP_UPDATE_ELEM: update, Cmd.MAP_DELETE_ELEM: delete}
+        ops: dict[int, Callable[[], int]] = {Cmd.MAP_LOOKUP_ELEM: lookup, Cmd.MAP_UPDATE_ELEM: update,
+                                             Cmd.MAP_DELETE_ELEM: delete}
         if HASH_LOOKUP_AND_DELETE.in_release(self.kernel.version):  # else the full path says ENOTSUPP
             ops[Cmd.MAP_LOOKUP_AND_DELETE_ELEM] = lookup_and_delete
         return ops
