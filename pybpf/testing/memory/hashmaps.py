@@ -11,7 +11,8 @@ LRU. The memory kernel evicts exactly when a new key meets a full map, and evict
 recently updated (user-space lookups do not count as use, as in the kernel, where only programs'
 lookups set the reference bit). The kernel's LRU is approximate: free nodes sit in per-CPU lists
 and are refilled in batches, so it can evict before the map is full, evict several entries at
-once, or evict on an update that then fails (NOEXIST on an existing key). With NO_COMMON_LRU each
+once, or evict the very key an update replaces (it takes a free node before it looks: EXIST can
+then fail with ENOENT, NOEXIST succeed). With NO_COMMON_LRU each
 CPU has its own list of ``max_entries / CPUs`` nodes. Code that needs an entry to survive must
 not rely on either kernel's choice.
 """
