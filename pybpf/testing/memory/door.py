@@ -45,6 +45,7 @@ from .programs import MemBtf, MemProgram
 from .releases import (
     BATCH_SKIPS_HOLES,
     FREEZE_NEEDS_WRITE,
+    HASH_KEYS_OVER_512,
     HASH_LOOKUP_AND_DELETE,
     LATE_BATCH_TYPES,
     PERCPU_VALUE_E2BIG,
@@ -61,6 +62,7 @@ _BTF_MAX = 16 << 20
 _WRITES = (Cmd.MAP_UPDATE_ELEM, Cmd.MAP_DELETE_ELEM, Cmd.MAP_LOOKUP_AND_DELETE_ELEM)
 _READS = (Cmd.MAP_LOOKUP_ELEM, Cmd.MAP_LOOKUP_AND_DELETE_ELEM)
 _COMMANDS = max(Cmd) + 1
+_HASH_TYPES = (MapType.HASH, MapType.PERCPU_HASH, MapType.LRU_HASH, MapType.LRU_PERCPU_HASH, MapType.HASH_OF_MAPS)
 
 
 def _view(attr: ctypes.Structure, cls: type[S]) -> S:
@@ -250,6 +252,8 @@ class Commands:
                     and not PERCPU_VALUE_E2BIG.in_release(self.kernel.version):
                 raise Errno(errno.ENOMEM) from None  # no size check yet: the allocation fails
             raise
+        if req.type in _HASH_TYPES and req.key_size > 512 and not HASH_KEYS_OVER_512.in_release(self.kernel.version):
+            raise Errno(errno.E2BIG)
         if req.type in (MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS):
             inner = self._map(attr.inner_map_fd)[0]
             if inner.type in (MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS):

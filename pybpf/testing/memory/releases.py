@@ -60,8 +60,13 @@ PERCPU_VALUE_E2BIG = Change(
     "a per-CPU value over 32 KiB is refused at creation with E2BIG (before: ENOMEM when the "
     "per-CPU allocation fails; 6.1 first known, 5.10 last without)", since=(6, 1))
 
+HASH_KEYS_OVER_512 = Change(
+    "hash map keys may be longer than 512 bytes (MAX_BPF_STACK; before: E2BIG at creation; 6.1 "
+    "first known, 5.10 last without)", since=(6, 1))
+
 CHANGES = (LPM_FLAGS, BATCH_SKIPS_HOLES, FREEZE_NEEDS_WRITE, HASH_LOOKUP_AND_DELETE, UNIX_SOCKETS_IN_SOCKMAP,
-           LATE_BATCH_TYPES, PERCPU_VALUE_E2BIG)
+           LATE_BATCH_TYPES, PERCPU_VALUE_E2BIG,
+           HASH_KEYS_OVER_512)
 """Besides these, a map type exists from the release ``pybpf._sys.traits`` names (EINVAL before)."""
 
 
