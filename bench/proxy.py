@@ -37,12 +37,12 @@ import sys
 import time
 from pathlib import Path
 
-from pybpf.apps.proxy import SpliceProxy
+from pybpf.apps.proxy import Budget, SpliceProxy
 
 HERE = Path(__file__).resolve().parent
 GIB = 1 << 30
 TICK = os.sysconf("SC_CLK_TCK")
-SPLICE_DEFAULT_SNDBUF: int = inspect.signature(SpliceProxy).parameters["sndbuf"].default
+SPLICE_DEFAULT_SNDBUF: int = Budget.split(inspect.signature(SpliceProxy).parameters["max_buffered"].default).sndbuf
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
 
@@ -68,6 +68,7 @@ class Route:
 
     name: str
     relay: tuple[str, ...] = ()
+    pythonpath: str = ""
 
 
 @dataclasses.dataclass
@@ -87,9 +88,10 @@ class Sample:
 class Child:
     """A helper process speaking one line per answer on stdout; closing its stdin ends it."""
 
-    def __init__(self, name: str, argv: list[str]) -> None:
+    def __init__(self, name: str, argv: list[str], pythonpath: str = "") -> None:
         self.name = name
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        env = {**os.environ, "PYTHONPATH": pythonpath} if pythonpath else None
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0, env=env)
         self._pending = b""
 
     @property
@@ -141,9 +143,11 @@ def stop_all(children: list[Child], grace: float = 5.0) -> None:
         child.kill()
 
 
-def start(name: str, argv: list[str], children: list[Child], timeout: float = 30.0) -> tuple[Child, int]:
-    """Start a helper that answers ``ready PORT``; it joins ``children`` at once (for cleanup)."""
-    child = Child(name, [sys.executable, *argv])
+def start(name: str, argv: list[str], children: list[Child], timeout: float = 30.0,
+          pythonpath: str = "") -> tuple[Child, int]:
+    """Start a helper that answers ``ready PORT``; it joins ``children`` at once (for cleanup).
+    ``pythonpath`` runs it against another checkout of pybpf."""
+    child = Child(name, [sys.executable, *argv], pythonpath)
     children.append(child)
     return child, int(child.expect("ready", timeout)[0])
 
@@ -255,8 +259,9 @@ def background_load(seconds: float = 1.0) -> float:
     return (busy(machine_cpu()) - before) / TICK / (time.monotonic() - start)
 
 
-def routes(splice_sndbufs: list[int | None], attach: str) -> list[Route]:
-    """direct, asyncio, and one splice route per send buffer size (None: the proxy's default)."""
+def routes(splice_sndbufs: list[int | None], attach: str, compare: list[str]) -> list[Route]:
+    """direct, asyncio, one splice route per send buffer size (None: the proxy's default), and the
+    proxy's default from each other checkout in ``compare``."""
     found = [Route("direct"), Route("asyncio relay", ("asyncio",))]
     for sndbuf in splice_sndbufs:
         shown = SPLICE_DEFAULT_SNDBUF if sndbuf is None else sndbuf
@@ -267,6 +272,8 @@ def routes(splice_sndbufs: list[int | None], attach: str) -> list[Route]:
             label += f", {attach}"
         options = ("--attach", attach) if sndbuf is None else ("--sndbuf", str(sndbuf), "--attach", attach)
         found.append(Route(f"splice ({label})", ("splice", *options)))
+    for checkout in compare:
+        found.append(Route(f"splice ({Path(checkout).name} checkout)", ("splice",), str(Path(checkout).resolve())))
     return found
 
 
@@ -350,9 +357,10 @@ def run(args: argparse.Namespace) -> None:
         client = Child("client", [sys.executable, str(HERE / "_ends.py"), "client"])
         children.append(client)
         paths: dict[Route, tuple[int, Child | None]] = {}
-        for route in routes(args.splice_sndbuf, args.attach):
+        for route in routes(args.splice_sndbuf, args.attach, args.compare):
             if route.relay:
-                relay, port = start(route.name, [str(HERE / "_relay.py"), *route.relay, "--upstream", str(sink_port)], children)
+                relay, port = start(route.name, [str(HERE / "_relay.py"), *route.relay, "--upstream", str(sink_port)],
+                                    children, pythonpath=route.pythonpath)
                 paths[route] = (port, relay)
             else:
                 paths[route] = (sink_port, None)
@@ -398,6 +406,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--attach", choices=("verdict", "stream", "stream+parser"), default="verdict",
                         help="how the splice program is attached: SK_SKB_VERDICT (the proxy's), "
                              "SK_SKB_STREAM_VERDICT, or that with a stream parser")
+    parser.add_argument("--compare", action="append", default=[], metavar="CHECKOUT",
+                        help="also run the splice proxy of another pybpf checkout (e.g. /work/main) side by side; repeatable")
     args = parser.parse_args(argv)
     if args.size <= 0 or args.rounds <= 0 or args.rtt_count <= 0:
         parser.error("--size, --rounds and --rtt-count must be positive")

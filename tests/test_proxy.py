@@ -287,16 +287,17 @@ def test_entries_go_and_nothing_stays(origin_factory, no_fd_leak) -> None:
     running = RunningProxy(origin.address)
     try:
         proxy = running.proxy
-        map_ids = {proxy._sockhash.id, proxy._targets.id, proxy._peers.id}
+        map_ids = {m.id for m in (proxy._sockhash, proxy._targets, proxy._flows, proxy._forwarded, proxy._events)}
         prog_id = proxy._verdict.id
         with connect(proxy.address) as client:
             client.sendall(b"z")
             assert client.recv(1) == b"z"
-            assert running.call(lambda: len(proxy._peers)) == 2
+            assert running.call(lambda: len(proxy._flows)) == 2
         deadline = time.monotonic() + 10
-        while running.call(lambda: len(proxy._peers)) and time.monotonic() < deadline:
+        while running.call(lambda: len(proxy._flows)) and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert running.call(lambda: len(proxy._peers)) == 0
+        assert running.call(lambda: len(proxy._flows)) == 0
+        assert running.call(lambda: len(proxy._forwarded)) == 0
         assert running.call(lambda: len(proxy._sockhash)) == 0
         assert running.call(lambda: len(proxy._targets)) == 0
     finally:
@@ -323,7 +324,7 @@ def test_proxy_process_killed_leaves_nothing(origin_factory) -> None:
             client.sendall(b"alive")
             assert client.recv(5) == b"alive"
             ours = {m.id for m in pybpf.maps() if m.name.startswith("splice_")} - before
-            assert len(ours) == 3
+            assert len(ours) == 5
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
             with contextlib.suppress(ConnectionResetError):

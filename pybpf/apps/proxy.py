@@ -1,18 +1,30 @@
-"""The splice proxy: Python accepts and connects; the kernel moves the bytes.
+"""The splice proxy: Python accepts and connects; the kernel moves the bytes, within a bound.
 
-Each accepted client is paired with a new upstream connection. A ``peers`` HASH maps each
-socket's cookie to its peer's; an ``sk_skb`` verdict program (``pybpf.programs.splice_verdict``)
-sends every byte a socket receives out of its peer. Two SOCKHASHes keyed by cookie make the
-hand-over safe: both sockets first join ``targets`` (no programs: nothing is intercepted yet),
-so every redirect finds its target; only then does each join ``socks``, the map the verdict is
-attached to. A redirect to a missing target would drop bytes TCP has already acknowledged. A
-socket the kernel refuses (say, the client already sent FIN) keeps its direction in user space.
-From then on Python only waits for the end of each direction:
+Each accepted client is paired with a new upstream connection. An ``sk_skb`` verdict program
+(``pybpf.programs.splice_bounded_verdict``) sends every byte a socket receives out of its peer.
+Two SOCKHASHes keyed by cookie make the hand-over safe: both sockets first join ``targets`` (no
+programs: nothing is intercepted yet), so every redirect finds its target; only then does each
+join ``socks``, the map the verdict is attached to. A redirect to a missing target would drop
+bytes TCP has already acknowledged. A socket the kernel refuses (say, the client already sent
+FIN) keeps its direction in user space.
+
+The bound. The kernel queues redirected bytes on the target's psock without accounting them, so
+an upstream that never reads would let a client park gigabytes in kernel memory. The verdict
+keeps per direction a ``SpliceFlow`` record and compares what it redirected with what the
+target's TCP has taken (its ``write_seq``): past ``queue_bytes`` (or ``RING`` skbs) waiting on
+the psock, the direction turns to *passing*: skbs stay with the source socket, charged to its
+receive buffer, so TCP closes the client's window once that buffer is full. The verdict announces
+it in a ring buffer; the proxy waits until the target has taken every redirected byte, forwards
+the passed bytes in order from user space and publishes the count; the next skb goes back to the
+kernel. What a pair can hold is then bounded by its send and receive buffers plus ``queue_bytes``
+and ``RING`` skbs per direction (``max_buffered`` splits into these); passed bytes beyond
+``pass_bytes`` (possible only when a client stops reading while it sends) drop the pair with a reset.
+
+The rest, measured on Linux 6.18:
 
 - Bytes that arrived before the sockets entered the map wait in the receive queue until more
   bytes come, which for a request/response client is never. ``SO_RCVLOWAT`` makes TCP call the
-  socket's data-ready hook at once, and the verdict program redirects what is queued, in order
-  (a user-space copy could reorder them with bytes the kernel redirects meanwhile).
+  socket's data-ready hook at once, and the verdict program takes what is queued, in order.
 - FIN is not redirected: a direction ends when its source reads EOF, and the proxy shuts down
   the peer's write side only once the peer's TCP has had every received byte acknowledged
   (``tcpi_bytes_acked`` of the peer catches up with ``tcpi_bytes_received`` of the source).
@@ -20,6 +32,9 @@ From then on Python only waits for the end of each direction:
   kernel's redirect worker reports EPIPE on the target socket (it cannot forward the FIN); the
   proxy reads and discards that error. Bytes the kernel could not deliver in ``drain_timeout``
   turn into a reset rather than a silently short stream.
+- A pair in which no byte moved for ``idle_timeout`` is reset, and an upstream that does not
+  answer within ``connect_timeout`` counts as unreachable, so silent clients cannot hold every
+  connection slot.
 """
 
 from __future__ import annotations
@@ -28,18 +43,35 @@ import asyncio
 import contextlib
 import ctypes
 import dataclasses
+import fcntl
+import logging
 import select
+import signal
 import socket
 import struct
+import termios
+import time
 from collections.abc import Awaitable
 
 import pybpf
-from pybpf import AttachType, Map, MapType, SockHash, programs
+from pybpf import AttachType, Map, MapType, SockHash
+from pybpf.programs.ready_proxy import OVERFLOW, PASSING, RING, SpliceEvent, SpliceFlow, splice_bounded_verdict
+
+from ._ringbuf import RecordReader
+
+log = logging.getLogger("pybpf.proxy")
 
 _TCP_INFO_SIZE = 232
-_BYTES_ACKED = struct.Struct("=Q")  # struct tcp_info: tcpi_bytes_acked at 120, tcpi_bytes_received at 128
-_SO_SNDBUFFORCE = 32
+_U64 = struct.Struct("=Q")  # struct tcp_info: tcpi_bytes_acked at 120, tcpi_bytes_received at 128
+_INT = struct.Struct("=i")
+_SO_SNDBUFFORCE, _SO_RCVBUFFORCE = 32, 33
 _RECV_CHUNK = 1 << 16
+_PEEK_CHUNK = 1 << 20
+_EVENTS_SIZE = 1 << 16
+_SKB_COST = 4 << 10
+"""Kernel memory an skb on a psock queue may hold beyond its payload (struct, head, rx buffer)."""
+_MIN_QUEUE = 256 << 10
+_POLL_FIRST, _POLL_LAST, _POLL_STALLED = 0.0005, 0.02, 1.0
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -55,17 +87,20 @@ def _tcp_bytes(sock: socket.socket) -> tuple[int, int]:
     info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
     if len(info) < 136:
         raise OSError("TCP_INFO too short for byte counters (Linux >= 4.1 needed)")
-    return _BYTES_ACKED.unpack_from(info, 120)[0], _BYTES_ACKED.unpack_from(info, 128)[0]
+    return _U64.unpack_from(info, 120)[0], _U64.unpack_from(info, 128)[0]
 
 
-def _tune(sock: socket.socket, sndbuf: int) -> None:
-    """Large send buffers keep the kernel's redirect from stalling on a full target; no Nagle."""
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    if sndbuf:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, _SO_SNDBUFFORCE, sndbuf)
-        except PermissionError:  # without CAP_NET_ADMIN: capped by net.core.wmem_max
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+def _in_send_queue(sock: socket.socket) -> int:
+    """Bytes in the socket's send queue, sent or not, not yet acknowledged (``SIOCOUTQ``)."""
+    return int(_INT.unpack(fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, bytes(4)))[0])
+
+
+def _set_buffer(sock: socket.socket, option: int, force: int, size: int) -> None:
+    """Set a socket buffer (``*BUFFORCE`` when allowed: above the sysctl limit, needs CAP_NET_ADMIN)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, force, size)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, option, size)
 
 
 def _reset(sock: socket.socket) -> None:
@@ -75,41 +110,135 @@ def _reset(sock: socket.socket) -> None:
     sock.close()
 
 
+def _sysctl_max(name: str) -> int:
+    """The third field of ``/proc/sys/net/ipv4/<name>`` (``tcp_wmem``/``tcp_rmem``: autotuning's ceiling)."""
+    with open(f"/proc/sys/net/ipv4/{name}") as f:
+        return int(f.read().split()[2])
+
+
 @dataclasses.dataclass
 class ProxyStats:
-    """Counters since the proxy started."""
+    """Counters since the proxy started; ``line()`` renders them as one log line.
+
+    ``accepted``: clients accepted. ``active``: pairs open now. ``completed``: pairs whose both
+    directions ended cleanly. ``upstream_failures``: upstream connects refused, unreachable or
+    timed out (the client is reset), of which ``connect_timeouts`` timed out. ``idle_timeouts``:
+    pairs reset after ``idle_timeout`` without a byte moving. ``resets``: pairs reset for any
+    reason (a side reset, bytes not delivered in ``drain_timeout``, idle, overflow, shutdown).
+    ``overflows``: pairs reset because a client pushed past the bound while not reading.
+    ``user_space_pairs``: pairs with a direction the kernel refused, relayed in Python.
+    ``passing``: times a direction went to user space because its target fell behind the bound;
+    ``bytes_in_python``: bytes the proxy copied itself (passed or refused directions).
+    ``bytes_to_upstream``, ``bytes_to_client``: bytes of the pairs that ended.
+    """
 
     accepted: int = 0
     active: int = 0
+    completed: int = 0
     upstream_failures: int = 0
-    user_space_pairs: int = 0
+    connect_timeouts: int = 0
+    idle_timeouts: int = 0
     resets: int = 0
+    overflows: int = 0
+    user_space_pairs: int = 0
+    passing: int = 0
+    bytes_in_python: int = 0
     bytes_to_upstream: int = 0
     bytes_to_client: int = 0
+
+    def line(self) -> str:
+        """``accepted 3 active 1 completed 2 ...``: every counter, in field order."""
+        return " ".join(f"{field.name} {getattr(self, field.name)}" for field in dataclasses.fields(self))
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """How a pair's ``max_buffered`` splits per direction: the socket buffers (the values given to
+    ``setsockopt``; the kernel doubles them; 0 for ``sndbuf``: autotuning up to ``tcp_wmem``), the
+    bytes allowed to wait on the target's psock (``queue_bytes``) and for user space (``pass_bytes``)."""
+
+    sndbuf: int
+    rcvbuf: int
+    queue_bytes: int
+    pass_bytes: int
+
+    @classmethod
+    def split(cls, max_buffered: int, sndbuf: int | None = None, rcvbuf: int | None = None) -> Budget:
+        """Split ``max_buffered`` (per pair): each direction gets half; by default a quarter of that
+        for the send buffer and a sixteenth for the receive buffer (after the kernel's doubling),
+        the receive path's margin, RING skbs' overhead, and the rest for the psock queue.
+        ValueError when it does not fit."""
+        if isinstance(max_buffered, bool) or not isinstance(max_buffered, int) or max_buffered <= 0:
+            raise ValueError(f"max_buffered must be a positive number of bytes, not {max_buffered!r}")
+        half = max_buffered // 2
+        sndbuf = half // 8 if sndbuf is None else sndbuf
+        rcvbuf = half // 32 if rcvbuf is None else rcvbuf
+        for name, value in (("sndbuf", sndbuf), ("rcvbuf", rcvbuf)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < (1 << 30):
+                raise ValueError(f"{name} must be between 0 and 1 GiB, not {value!r}")
+        if rcvbuf == 0:
+            raise ValueError("rcvbuf must be set: autotuning would let it grow past the bound")
+        send_side = 2 * sndbuf if sndbuf else _sysctl_max("tcp_wmem")
+        pass_bytes = 2 * rcvbuf + half // 32
+        queue_bytes = half - send_side - pass_bytes - RING * _SKB_COST
+        if queue_bytes < _MIN_QUEUE:
+            raise ValueError(f"max_buffered {max_buffered} is too small for send buffers of {send_side} and receive "
+                             f"buffers of {2 * rcvbuf} bytes per direction")
+        return cls(sndbuf, rcvbuf, min(queue_bytes, (1 << 30) - 1), pass_bytes)
+
+
+class _Overflow(ConnectionError):
+    """A client pushed past the bound while its own socket's queue was blocked."""
+
+
+@dataclasses.dataclass(eq=False)
+class _Flow:
+    """User space's side of one spliced direction: the source's cookie, the bytes forwarded."""
+
+    cookie: int
+    wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    forwarded: int = 0
+    consumed: int = 0
 
 
 class SpliceProxy:
     """A TCP relay whose data path is the kernel's: ``async with SpliceProxy(listen, upstream)``.
 
     ``max_connections`` bounds concurrent pairs (further clients wait in the listen backlog);
-    ``sndbuf`` sets both sockets' send buffers (``SO_SNDBUFFORCE`` when allowed).
+    ``max_buffered`` bounds the bytes one pair may hold in kernel memory, socket buffers included
+    (``sndbuf``/``rcvbuf`` override the buffers' share, see ``Budget``); ``connect_timeout`` and
+    ``idle_timeout`` (None: no limit) end pairs that do not move; ``drain_timeout`` bounds how long
+    a direction's last bytes may take once its source ended.
     """
 
     def __init__(self, listen: tuple[str, int], upstream: tuple[str, int], *, max_connections: int = 1024,
-                 sndbuf: int = 8 << 20, backlog: int = 1024, drain_timeout: float = 30.0) -> None:
-        if max_connections <= 0:
-            raise ValueError(f"max_connections must be positive, not {max_connections}")
+                 max_buffered: int = 32 << 20, sndbuf: int | None = None, rcvbuf: int | None = None,
+                 backlog: int = 1024, connect_timeout: float = 10.0, idle_timeout: float | None = 60.0,
+                 drain_timeout: float = 30.0) -> None:
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections <= 0:
+            raise ValueError(f"max_connections must be a positive int, not {max_connections!r}")
+        for name, value in (("connect_timeout", connect_timeout), ("drain_timeout", drain_timeout),
+                            ("idle_timeout", 1.0 if idle_timeout is None else idle_timeout)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+        self.budget = Budget.split(max_buffered, sndbuf, rcvbuf)
         self.listen_address, self.upstream = listen, upstream
-        self.max_connections, self.sndbuf, self.backlog = max_connections, sndbuf, backlog
-        self.drain_timeout = drain_timeout
+        self.max_connections, self.max_buffered, self.backlog = max_connections, max_buffered, backlog
+        self.connect_timeout, self.idle_timeout, self.drain_timeout = connect_timeout, idle_timeout, drain_timeout
         self.stats = ProxyStats()
         self._listener: socket.socket | None = None
         self._sockhash: Map | None = None  # the verdict's map
         self._targets: Map | None = None  # where redirects look their target up
-        self._peers: Map | None = None
-        self._verdict: programs.Program | None = None
+        self._flows: Map | None = None
+        self._forwarded: Map | None = None
+        self._events: Map | None = None
+        self._reader: RecordReader | None = None
+        self._verdict: pybpf.programs.Program | None = None
         self._accept_task: asyncio.Task[None] | None = None
         self._relays: set[asyncio.Task[None]] = set()
+        self._live: dict[int, _Flow] = {}
+        self._stopping = False
+        self._scratch = bytearray(_PEEK_CHUNK)
         self._slots = asyncio.Semaphore(max_connections)
 
     @property
@@ -121,21 +250,30 @@ class SpliceProxy:
 
     async def start(self) -> None:
         """Create the maps, load and attach the verdict program, listen, and start accepting."""
+        loop = asyncio.get_running_loop()
+        entries = 2 * self.max_connections
         try:
-            self._sockhash = SockHash.create(2 * self.max_connections, key_size=8, name="splice_socks")
-            self._targets = SockHash.create(2 * self.max_connections, key_size=8, name="splice_targets")
-            self._peers = Map.create(type=MapType.HASH, key=ctypes.c_uint64, value=ctypes.c_uint64,
-                                     max_entries=2 * self.max_connections, name="splice_peers")
-            self._verdict = programs.splice_verdict(self._targets, self._peers)
+            self._sockhash = SockHash.create(entries, key_size=8, name="splice_socks")
+            self._targets = SockHash.create(entries, key_size=8, name="splice_targets")
+            self._flows = Map.create(type=MapType.HASH, key=ctypes.c_uint64, value=SpliceFlow, max_entries=entries,
+                                     name="splice_flows")
+            self._forwarded = Map.create(type=MapType.HASH, key=ctypes.c_uint64, value=ctypes.c_uint64,
+                                         max_entries=entries, name="splice_fwd")
+            self._events = Map.create(type=MapType.RINGBUF, max_entries=_EVENTS_SIZE, name="splice_events")
+            self._reader = RecordReader(self._events.fd, _EVENTS_SIZE)
+            self._verdict = splice_bounded_verdict(self._targets, self._flows, self._forwarded, self._events,
+                                                   queue_bytes=self.budget.queue_bytes,
+                                                   pass_bytes=self.budget.pass_bytes)
             self._verdict.attach(self._sockhash, AttachType.SK_SKB_VERDICT)
             host, port = self.listen_address
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             self._listener = socket.create_server((host, port), family=family, backlog=self.backlog, reuse_port=False)
             self._listener.setblocking(False)
+            loop.add_reader(self._reader.fileno(), self._on_events)
         except BaseException:
             self._release()
             raise
-        self._accept_task = asyncio.get_running_loop().create_task(self._accept_loop())
+        self._accept_task = loop.create_task(self._accept_loop())
 
     async def __aenter__(self) -> SpliceProxy:
         await self.start()
@@ -145,43 +283,82 @@ class SpliceProxy:
         await self.close()
 
     async def serve_forever(self) -> None:
-        """Run until cancelled."""
+        """Run until cancelled, or until ``shutdown`` or ``close``."""
         if self._accept_task is None:
             await self.start()
         assert self._accept_task is not None
-        await self._accept_task
+        try:
+            await self._accept_task
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+
+    async def shutdown(self, timeout: float) -> int:
+        """Stop accepting (close the listener), let the open pairs finish for up to ``timeout``
+        seconds, then close, resetting what is left; returns how many pairs were cut."""
+        await self._stop_accepting()
+        pending: set[asyncio.Task[None]] = set()
+        if self._relays:
+            log.info("draining %d open pairs for up to %g s", len(self._relays), timeout)
+            _, pending = await asyncio.wait(set(self._relays), timeout=timeout)
+        if pending:
+            log.warning("%d pairs still open after %g s: resetting them", len(pending), timeout)
+        await self.close()
+        return len(pending)
 
     async def close(self) -> None:
         """Stop accepting, reset the pairs still open, detach the program, close everything."""
-        if self._accept_task is not None:
-            self._accept_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._accept_task
+        await self._stop_accepting()
         for task in list(self._relays):
             task.cancel()
         if self._relays:
             await asyncio.gather(*self._relays, return_exceptions=True)
         self._release()
 
+    async def _stop_accepting(self) -> None:
+        self._stopping = True
+        if self._accept_task is not None and not self._accept_task.done():
+            self._accept_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accept_task
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
     def _release(self) -> None:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
+        if self._reader is not None:
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().remove_reader(self._reader.fileno())
+            self._reader.close()
+            self._reader = None
         if self._verdict is not None and self._sockhash is not None and not self._sockhash.closed:
             with contextlib.suppress(pybpf.BPFError):
                 self._verdict.detach(self._sockhash, AttachType.SK_SKB_VERDICT)
-        for obj in (self._verdict, self._sockhash, self._targets, self._peers):
+        for obj in (self._verdict, self._sockhash, self._targets, self._flows, self._forwarded, self._events):
             if obj is not None:
                 obj.close()
-        self._verdict = self._sockhash = self._targets = self._peers = None
+        self._verdict = self._sockhash = self._targets = self._flows = self._forwarded = self._events = None
+
+    def _on_events(self) -> None:
+        """The verdict announced flows that started passing or overflowed: wake their directions."""
+        assert self._reader is not None
+        for record in self._reader.records():
+            event = SpliceEvent.from_buffer_copy(record)
+            flow = self._live.get(event.cookie)
+            if flow is not None:
+                flow.wake.set()
 
     async def _accept_loop(self) -> None:
         loop = asyncio.get_running_loop()
         assert self._listener is not None
+        listener = self._listener
         while True:
             await self._slots.acquire()
             try:
-                client, _ = await loop.sock_accept(self._listener)
+                client, _ = await loop.sock_accept(listener)
             except BaseException:
                 self._slots.release()
                 raise
@@ -194,34 +371,59 @@ class SpliceProxy:
         loop = asyncio.get_running_loop()
         self.stats.active += 1
         upstream: socket.socket | None = None
-        cookies: tuple[int, int] | None = None
+        flows: tuple[_Flow, _Flow] | None = None
+        started = time.monotonic()
+        peer = "?"
         try:
+            peer = "{}:{}".format(*client.getpeername()[:2])
             upstream = socket.socket(socket.AF_INET6 if ":" in self.upstream[0] else socket.AF_INET, socket.SOCK_STREAM)
             upstream.setblocking(False)
             client.setblocking(False)
             try:
-                await loop.sock_connect(upstream, self.upstream)
-            except OSError:
+                await asyncio.wait_for(loop.sock_connect(upstream, self.upstream), self.connect_timeout)
+            except (OSError, asyncio.TimeoutError) as err:
                 self.stats.upstream_failures += 1
+                if isinstance(err, asyncio.TimeoutError):
+                    self.stats.connect_timeouts += 1
+                    reason = f"no answer in {self.connect_timeout:g} s"
+                else:
+                    reason = err.strerror or str(err)
+                log.warning("client %s: upstream %s:%d unreachable (%s): resetting the client", peer, *self.upstream[:2],
+                            reason)
                 _reset(client)
                 return
+            log.info("client %s: paired with upstream %s:%d", peer, *self.upstream[:2])
             for sock in (client, upstream):
-                _tune(sock, self.sndbuf)
+                self._tune(sock)
             acked_base = {sock: _tcp_bytes(sock)[0] for sock in (client, upstream)}  # the SYN counts
-            cookies, spliced = self._pair(client, upstream)
-            await self._until_done(client, upstream, acked_base, spliced)
+            flows, spliced = self._pair(client, upstream)
+            sent = await self._until_done(client, upstream, acked_base, spliced, flows, peer)
+            if sent is not None:
+                self.stats.completed += 1
+                log.info("client %s: closed after %d bytes up, %d down, %.1f s", peer, *sent, time.monotonic() - started)
+        except OSError as err:  # the client went away before it was paired
+            log.info("client %s: gone before pairing (%s)", peer, err)
+            _reset(client)
         finally:
-            self._forget(cookies)
+            self._forget(flows)
             for sock in (client, upstream):
                 if sock is not None and sock.fileno() >= 0:
                     sock.close()
             self.stats.active -= 1
             self._slots.release()
 
-    def _pair(self, client: socket.socket, upstream: socket.socket) -> tuple[tuple[int, int] | None, set[socket.socket]]:
-        """Hand the pair to the kernel as far as it accepts them: the cookies entered, and the
+    def _tune(self, sock: socket.socket) -> None:
+        """No Nagle; the send and receive buffers the budget allows."""
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.budget.sndbuf:
+            _set_buffer(sock, socket.SO_SNDBUF, _SO_SNDBUFFORCE, self.budget.sndbuf)
+        _set_buffer(sock, socket.SO_RCVBUF, _SO_RCVBUFFORCE, self.budget.rcvbuf)
+
+    def _pair(self, client: socket.socket, upstream: socket.socket) -> tuple[tuple[_Flow, _Flow] | None, set[socket.socket]]:
+        """Hand the pair to the kernel as far as it accepts them: the directions' flows, and the
         sockets whose received bytes the kernel now forwards."""
-        assert self._sockhash is not None and self._targets is not None and self._peers is not None
+        assert self._sockhash is not None and self._targets is not None
+        assert self._flows is not None and self._forwarded is not None
         pair = ((client, pybpf.socket_cookie(client)), (upstream, pybpf.socket_cookie(upstream)))
         try:
             for sock, cookie in pair:
@@ -232,7 +434,11 @@ class SpliceProxy:
                 self._targets.pop(cookie, None)  # no verdict ran yet: nothing was intercepted
             return None, set()
         (_, ca), (_, cb) = pair
-        self._peers[ca], self._peers[cb] = cb, ca
+        flows = (_Flow(ca), _Flow(cb))
+        for flow, peer in ((flows[0], cb), (flows[1], ca)):
+            self._forwarded[flow.cookie] = 0
+            self._flows[flow.cookie] = SpliceFlow(peer=peer)
+            self._live[flow.cookie] = flow
         spliced: set[socket.socket] = set()
         for sock, cookie in pair:
             try:
@@ -242,96 +448,317 @@ class SpliceProxy:
                 break
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)  # bytes queued before: to the kernel
             spliced.add(sock)
-        return (ca, cb), spliced
+        return flows, spliced
 
-    def _forget(self, cookies: tuple[int, int] | None) -> None:
-        if cookies is None or self._peers is None or self._peers.closed:
+    def _forget(self, flows: tuple[_Flow, _Flow] | None) -> None:
+        if flows is None:
             return
-        for cookie in cookies:
-            self._peers.pop(cookie, None)
+        for flow in flows:
+            self._live.pop(flow.cookie, None)
+            for m in (self._flows, self._forwarded):
+                if m is not None and not m.closed:
+                    m.pop(flow.cookie, None)
+
+    def _activity(self, client: socket.socket, upstream: socket.socket) -> tuple[int, ...]:
+        """Counters that move whenever a byte moves through the pair."""
+        return (*_tcp_bytes(client), *_tcp_bytes(upstream))
 
     async def _until_done(self, client: socket.socket, upstream: socket.socket, acked_base: dict[socket.socket, int],
-                          spliced: set[socket.socket]) -> None:
-        """Wait for both directions to end; a reset on one side resets the other."""
-        up = asyncio.ensure_future(self._direction(client, upstream, acked_base[upstream], client in spliced))
-        down = asyncio.ensure_future(self._direction(upstream, client, acked_base[client], upstream in spliced))
+                          spliced: set[socket.socket], flows: tuple[_Flow, _Flow] | None,
+                          peer: str) -> tuple[int, int] | None:
+        """Wait for both directions to end: the bytes sent each way, or None when the pair was
+        reset (a side reset, a direction failed, or nothing moved for ``idle_timeout``)."""
+        up_flow, down_flow = flows if flows is not None else (None, None)
+        up = asyncio.ensure_future(self._direction(client, upstream, acked_base[upstream], client in spliced, up_flow))
+        down = asyncio.ensure_future(self._direction(upstream, client, acked_base[client], upstream in spliced, down_flow))
+        tasks = {up, down}
+        check = None if self.idle_timeout is None else min(self.idle_timeout / 4, 5.0)
+        last, moved = self._activity(client, upstream), time.monotonic()
+        reason: str | None = None
         try:
-            done, _ = await asyncio.wait({up, down}, return_when=asyncio.FIRST_EXCEPTION)
-            if any(not t.cancelled() and t.exception() is not None for t in done):
+            while True:
+                done, _ = await asyncio.wait(tasks, timeout=check, return_when=asyncio.FIRST_EXCEPTION)
+                failed = [t for t in done if not t.cancelled() and t.exception() is not None]
+                if failed:
+                    err = failed[0].exception()
+                    if isinstance(err, _Overflow):
+                        self.stats.overflows += 1
+                    reason = str(err) or type(err).__name__
+                    break
+                if done == tasks:
+                    sent_up, sent_down = up.result(), down.result()
+                    self.stats.bytes_to_upstream += sent_up
+                    self.stats.bytes_to_client += sent_down
+                    return sent_up, sent_down
+                now, seen = time.monotonic(), self._activity(client, upstream)
+                if seen != last:
+                    last, moved = seen, now
+                elif self.idle_timeout is not None and now - moved >= self.idle_timeout:
+                    self.stats.idle_timeouts += 1
+                    reason = f"idle for {self.idle_timeout:g} s"
+                    break
+        except asyncio.CancelledError:
+            reason = "proxy closing"
+            raise
+        except OSError as err:
+            reason = err.strerror or str(err)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if reason is not None:
                 self.stats.resets += 1
+                log.warning("client %s: pair reset (%s)", peer, reason)
                 _reset(client)
                 _reset(upstream)
-                return
-            sent_up, sent_down = await asyncio.gather(up, down)
-            self.stats.bytes_to_upstream += sent_up
-            self.stats.bytes_to_client += sent_down
-        finally:
-            for task in (up, down):
-                task.cancel()
-            await asyncio.gather(up, down, return_exceptions=True)
+        return None
 
-    async def _direction(self, src: socket.socket, dst: socket.socket, acked_base: int, spliced: bool) -> int:
+    async def _direction(self, src: socket.socket, dst: socket.socket, acked_base: int, spliced: bool,
+                         flow: _Flow | None) -> int:
         """One direction: wait for EOF on ``src``, then half-close ``dst`` once all is delivered.
 
         ``acked_base`` is what ``dst`` had acknowledged before any data (1 for the SYN of a
         connection we opened), so delivery is complete when ``acked - acked_base`` reaches what
-        ``src`` received (less one for its FIN, which TCP counts as received).
-        When ``spliced`` the kernel forwards the bytes and only the end of the stream wakes us
-        (waiting for readable data would wake the proxy for every packet the kernel forwarded);
+        ``src`` received (less one for its FIN, which TCP counts as received). When ``spliced``
+        the kernel forwards the bytes and only the end of the stream or a passing flow wakes us;
         otherwise the bytes are read and forwarded here. Returns the bytes that went this way.
         """
         loop = asyncio.get_running_loop()
-        while True:
-            await (_stream_end(loop, src) if spliced else _readable(loop, src))
-            try:
-                data = src.recv(_RECV_CHUNK)
-            except (BlockingIOError, InterruptedError):
-                continue
-            except BrokenPipeError:
-                continue  # the kernel's redirect worker reporting the end of the stream; reading clears it
-            if not data:
-                break
-            await loop.sock_sendall(dst, data)
+        if spliced:
+            assert flow is not None
+            await self._spliced(src, dst, acked_base, flow)
+        else:
+            await self._copy(src, dst)
         received = _tcp_bytes(src)[1] - 1  # the FIN takes a sequence number too
         deadline = loop.time() + self.drain_timeout
         while _tcp_bytes(dst)[0] - acked_base < received:
             if loop.time() > deadline:
-                raise ConnectionError(f"{received - (_tcp_bytes(dst)[0] - acked_base)} bytes not delivered in {self.drain_timeout} s")
+                raise ConnectionError(f"{received - (_tcp_bytes(dst)[0] - acked_base)} bytes not delivered in "
+                                      f"{self.drain_timeout:g} s")
             await asyncio.sleep(0.001)
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
         return received
 
+    async def _copy(self, src: socket.socket, dst: socket.socket) -> None:
+        """A direction the kernel refused: read and forward in Python until EOF."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await _readable(loop, src)
+            try:
+                data = src.recv(_RECV_CHUNK)
+            except (BlockingIOError, InterruptedError):
+                continue
+            if not data:
+                return
+            await loop.sock_sendall(dst, data)
+            self.stats.bytes_in_python += len(data)
 
-async def _stream_end(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
-    """Wait until the peer's FIN, a reset or an error: epoll with EPOLLRDHUP and no EPOLLIN."""
-    with select.epoll(1) as ends:
-        ends.register(sock.fileno(), select.EPOLLRDHUP | select.EPOLLERR | select.EPOLLHUP)
-        if not ends.poll(0):
-            await _readable(loop, ends)
+    async def _spliced(self, src: socket.socket, dst: socket.socket, dst_base: int, flow: _Flow) -> None:
+        """A spliced direction until EOF: sleep until the stream ends (epoll with EPOLLRDHUP and no
+        EPOLLIN, so the bytes the kernel forwards wake nobody) or the verdict announces that the
+        flow passes bytes to us; forward those. While the flow is marked passing, bytes it passes
+        wake us too: the verdict announces an episode once, and may pass more after we caught up."""
+        loop = asyncio.get_running_loop()
+        with select.epoll(1) as ends:
+            ends.register(src.fileno(), select.EPOLLRDHUP | select.EPOLLERR | select.EPOLLHUP)
+            ended = bool(ends.poll(0))
+            passing = False
+            while True:
+                if not ended:
+                    woken = await _first(flow.wake, _readable(loop, ends), *([_readable(loop, src)] if passing else []))
+                    ended = woken == 1
+                    flow.wake.clear()
+                passing = await self._forward_passed(src, dst, dst_base, flow)
+                if not ended:
+                    continue
+                try:
+                    data = src.recv(_RECV_CHUNK)
+                except (BlockingIOError, InterruptedError):
+                    await asyncio.sleep(0.001)
+                    continue
+                except BrokenPipeError:
+                    continue  # the kernel's redirect worker reporting the end of the stream; reading clears it
+                if not data:
+                    return
+                flow.consumed += len(data)  # read, not peeked: bytes the end of the stream brought
+                await self._send_passed(dst, flow, data)
+
+    async def _forward_passed(self, src: socket.socket, dst: socket.socket, dst_base: int, flow: _Flow) -> bool:
+        """Forward what the verdict passed to user space, in order, until the count it published
+        is reached; returns whether the flow is still marked passing (the verdict clears the mark
+        on the next skb it redirects).
+
+        First ``dst``'s TCP must have taken every redirected byte (the psock queue drains into its
+        send queue); then the passed bytes are peeked, sent, counted in ``forwarded`` and only
+        then consumed: until then they hold the source's receive buffer, so the client's window
+        stays shut and the verdict sees the counts meet on the next skb instead of passing it too.
+        """
+        loop = asyncio.get_running_loop()
+        counted = False
+        while True:
+            state = self._flow_state(flow)
+            pending = state.passed - flow.forwarded
+            if pending <= 0:
+                await self._consume(src, flow)
+                return bool(state.flags & PASSING)
+            if not counted:
+                self.stats.passing += 1
+                counted = True
+            await self._until_taken(dst, dst_base, state.redirected + flow.forwarded, flow)
+            held = flow.forwarded - flow.consumed
+            try:
+                data = src.recv(held + min(pending, _PEEK_CHUNK), socket.MSG_PEEK)[held:]
+            except (BlockingIOError, InterruptedError):
+                data = b""
+            except BrokenPipeError:
+                continue
+            if not data:
+                await _first(flow.wake, _readable(loop, src))
+                flow.wake.clear()
+                continue
+            await self._send_passed(dst, flow, data)
+
+    async def _until_taken(self, dst: socket.socket, dst_base: int, target: int, flow: _Flow) -> None:
+        """Wait until ``dst``'s TCP has taken ``target`` bytes (acknowledged or in its send queue):
+        the redirected ones have left its psock queue. While it drains, the wait follows the drain
+        rate, so we forward before the send queue runs dry; while it does not (the upstream reads
+        nothing), we sleep until ``dst`` has room again, backing off up to a second."""
+        loop = asyncio.get_running_loop()
+        last: tuple[int, float] | None = None
+        stalled = _POLL_FIRST
+        while True:
+            taken, now = _tcp_bytes(dst)[0] - dst_base + _in_send_queue(dst), time.monotonic()
+            left = target - taken
+            if left <= 0:
+                return
+            self._flow_state(flow)  # an overflow ends the wait
+            if last is None or taken > last[0]:
+                rate = (taken - last[0]) / max(now - last[1], 1e-6) if last is not None else 0.0
+                delay = min(max(left / rate / 2, _POLL_FIRST), _POLL_LAST) if rate else _POLL_FIRST
+                stalled = _POLL_FIRST
+                await _first(flow.wake, asyncio.sleep(delay))
+            else:
+                stalled = min(2 * stalled, _POLL_STALLED)
+                await _first(flow.wake, asyncio.sleep(_POLL_FIRST))
+                await _first(flow.wake, _writable(loop, dst), asyncio.sleep(stalled))
+            flow.wake.clear()
+            last = (taken, now)
+
+    async def _consume(self, src: socket.socket, flow: _Flow) -> None:
+        """Drop the bytes already forwarded from the source (they were only peeked). The last byte
+        goes in a read of its own: a read advertises the space it freed only if the segments that
+        arrived meanwhile are processed, and the client, facing a shut window, waits for that."""
+        loop = asyncio.get_running_loop()
+        while flow.consumed < flow.forwarded:
+            left = flow.forwarded - flow.consumed
+            try:
+                got = src.recv_into(self._scratch, min(len(self._scratch), left - 1 if left > 1 else 1))
+            except (BlockingIOError, InterruptedError):
+                await _readable(loop, src)
+                continue
+            if not got:
+                raise ConnectionError(f"{left} forwarded bytes vanished from the source")
+            flow.consumed += got
+
+    async def _send_passed(self, dst: socket.socket, flow: _Flow, data: bytes) -> None:
+        """Send bytes that came from a spliced socket, then publish the count: the verdict goes back
+        to redirecting only once every passed byte is in ``dst``'s TCP, ahead of what it redirects."""
+        assert self._forwarded is not None
+        await asyncio.get_running_loop().sock_sendall(dst, data)
+        flow.forwarded += len(data)
+        self._forwarded[flow.cookie] = flow.forwarded
+        self.stats.bytes_in_python += len(data)
+
+    def _flow_state(self, flow: _Flow) -> SpliceFlow:
+        """The verdict's record of ``flow``; ``_Overflow`` once it overflowed."""
+        assert self._flows is not None
+        state: SpliceFlow = self._flows[flow.cookie]
+        if state.flags & OVERFLOW:
+            raise _Overflow(f"more than {self.budget.pass_bytes} bytes waited for a client that does not read")
+        return state
 
 
-def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket | select.epoll) -> Awaitable[None]:
-    """A future done when ``sock`` is readable (data, EOF or an error)."""
-    fut = loop.create_future()
+async def _first(event: asyncio.Event, *waits: Awaitable[object]) -> int:
+    """Wait for ``event`` or any of ``waits``, whichever comes first: 0 for the event, else the
+    1-based position of the wait that finished. The others are cancelled and have unregistered
+    their fds when this returns (so the caller may register the same fds at once)."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    tasks.append(asyncio.ensure_future(event.wait()))
+    try:
+        if not event.is_set():
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    if event.is_set():
+        return 0
+    for index, task in enumerate(tasks[:-1]):
+        if not task.cancelled() and task.exception() is None:
+            return index + 1
+    return 0
+
+
+async def _writable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+    """Return when ``sock`` is writable (room in its send buffer, or an error)."""
+    fut: asyncio.Future[None] = loop.create_future()
     fd = sock.fileno()
+    loop.add_writer(fd, lambda: None if fut.done() else fut.set_result(None))
+    try:
+        await fut
+    finally:
+        loop.remove_writer(fd)
 
-    def ready() -> None:
+
+async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket | select.epoll) -> None:
+    """Return when ``sock`` is readable (data, EOF or an error)."""
+    fut: asyncio.Future[None] = loop.create_future()
+    fd = sock.fileno()
+    loop.add_reader(fd, lambda: None if fut.done() else fut.set_result(None))
+    try:
+        await fut
+    finally:
         loop.remove_reader(fd)
-        if not fut.done():
-            fut.set_result(None)
-
-    loop.add_reader(fd, ready)
-    fut.add_done_callback(lambda _: loop.remove_reader(fd) if fut.cancelled() else None)
-    return fut
 
 
-async def serve(listen: tuple[str, int], upstream: tuple[str, int], *, max_connections: int = 1024,
-                ready: asyncio.Event | None = None) -> None:
-    """Run a proxy until cancelled (the ``pybpf proxy`` command)."""
-    async with SpliceProxy(listen, upstream, max_connections=max_connections) as proxy:
-        if ready is not None:
-            ready.set()
-        print(f"pybpf proxy: {proxy.address[0]}:{proxy.address[1]} -> {upstream[0]}:{upstream[1]} "
-              f"(kernel splice, up to {max_connections} connections)", flush=True)
-        await proxy.serve_forever()
+async def serve(proxy: SpliceProxy, *, stats_interval: float | None = None, drain_deadline: float = 30.0,
+                ready: asyncio.Event | None = None) -> ProxyStats:
+    """Run ``proxy`` (the ``pybpf proxy`` command) until SIGTERM or SIGINT, then drain: stop
+    accepting and let open pairs finish for up to ``drain_deadline`` seconds (a second signal cuts
+    that short). Prints a stats line every ``stats_interval`` seconds and one at the end."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        async with proxy:
+            if ready is not None:
+                ready.set()
+            host, port = proxy.address
+            print(f"pybpf proxy: {host}:{port} -> {proxy.upstream[0]}:{proxy.upstream[1]} (kernel splice, up to "
+                  f"{proxy.max_connections} connections, {proxy.max_buffered >> 20} MiB buffered per pair)", flush=True)
+            ticker = loop.create_task(_tick(proxy, stats_interval)) if stats_interval else None
+            await stop.wait()
+            stop.clear()
+            print(f"pybpf proxy: draining {proxy.stats.active} pairs (up to {drain_deadline:g} s)", flush=True)
+            draining = loop.create_task(proxy.shutdown(drain_deadline))
+            await _first(stop, asyncio.shield(draining))
+            if not draining.done():
+                draining.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await draining
+            if ticker is not None:
+                ticker.cancel()
+        print(f"pybpf proxy: stopped: {proxy.stats.line()}", flush=True)
+        return proxy.stats
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+
+
+async def _tick(proxy: SpliceProxy, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        print(f"pybpf proxy: {proxy.stats.line()}", flush=True)
