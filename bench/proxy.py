@@ -259,9 +259,10 @@ def background_load(seconds: float = 1.0) -> float:
     return (busy(machine_cpu()) - before) / TICK / (time.monotonic() - start)
 
 
-def routes(splice_sndbufs: list[int | None], attach: str, compare: list[str]) -> list[Route]:
-    """direct, asyncio, one splice route per send buffer size (None: the proxy's default), and the
-    proxy's default from each other checkout in ``compare``."""
+def routes(splice_sndbufs: list[int | None], attach: str, compare: list[str], variants: list[str]) -> list[Route]:
+    """direct, asyncio, one splice route per send buffer size (None: the proxy's default), one per
+    variant (``LABEL:NAME=INT,...``: proxy options), and the proxy's default from each other
+    checkout in ``compare``."""
     found = [Route("direct"), Route("asyncio relay", ("asyncio",))]
     for sndbuf in splice_sndbufs:
         shown = SPLICE_DEFAULT_SNDBUF if sndbuf is None else sndbuf
@@ -271,6 +272,10 @@ def routes(splice_sndbufs: list[int | None], attach: str, compare: list[str]) ->
         if attach != "verdict":
             label += f", {attach}"
         options = ("--attach", attach) if sndbuf is None else ("--sndbuf", str(sndbuf), "--attach", attach)
+        found.append(Route(f"splice ({label})", ("splice", *options)))
+    for variant in variants:
+        label, _, options_text = variant.partition(":")
+        options = tuple(arg for item in options_text.split(",") if item for arg in ("--option", item))
         found.append(Route(f"splice ({label})", ("splice", *options)))
     for checkout in compare:
         found.append(Route(f"splice ({Path(checkout).name} checkout)", ("splice",), str(Path(checkout).resolve())))
@@ -357,7 +362,7 @@ def run(args: argparse.Namespace) -> None:
         client = Child("client", [sys.executable, str(HERE / "_ends.py"), "client"])
         children.append(client)
         paths: dict[Route, tuple[int, Child | None]] = {}
-        for route in routes(args.splice_sndbuf, args.attach, args.compare):
+        for route in routes(args.splice_sndbuf, args.attach, args.compare, args.variant):
             if route.relay:
                 relay, port = start(route.name, [str(HERE / "_relay.py"), *route.relay, "--upstream", str(sink_port)],
                                     children, pythonpath=route.pythonpath)
@@ -406,6 +411,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--attach", choices=("verdict", "stream", "stream+parser"), default="verdict",
                         help="how the splice program is attached: SK_SKB_VERDICT (the proxy's), "
                              "SK_SKB_STREAM_VERDICT, or that with a stream parser")
+    parser.add_argument("--variant", action="append", default=[], metavar="LABEL:NAME=INT,...",
+                        help="also run the splice proxy with these SpliceProxy options, e.g. "
+                             "'rcvbuf 2M:rcvbuf=2097152'; repeatable")
     parser.add_argument("--compare", action="append", default=[], metavar="CHECKOUT",
                         help="also run the splice proxy of another pybpf checkout (e.g. /work/main) side by side; repeatable")
     args = parser.parse_args(argv)

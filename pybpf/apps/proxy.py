@@ -71,6 +71,7 @@ _EVENTS_SIZE = 1 << 16
 _SKB_COST = 4 << 10
 """Kernel memory an skb on a psock queue may hold beyond its payload (struct, head, rx buffer)."""
 _MIN_QUEUE = 256 << 10
+_MIN_RCVBUF = 512 << 10  # the kernel doubles it; a window below a few loopback MSS (64 KiB) stalls TCP
 _POLL_FIRST, _POLL_LAST, _POLL_STALLED = 0.0005, 0.02, 1.0
 
 
@@ -155,24 +156,26 @@ class ProxyStats:
 class Budget:
     """How a pair's ``max_buffered`` splits per direction: the socket buffers (the values given to
     ``setsockopt``; the kernel doubles them; 0 for ``sndbuf``: autotuning up to ``tcp_wmem``), the
-    bytes allowed to wait on the target's psock (``queue_bytes``) and for user space (``pass_bytes``)."""
+    bytes and skbs allowed to wait on the target's psock (``queue_bytes``, ``ring``) and the bytes
+    allowed to wait for user space (``pass_bytes``)."""
 
     sndbuf: int
     rcvbuf: int
     queue_bytes: int
     pass_bytes: int
+    ring: int
 
     @classmethod
     def split(cls, max_buffered: int, sndbuf: int | None = None, rcvbuf: int | None = None) -> Budget:
-        """Split ``max_buffered`` (per pair): each direction gets half; by default a quarter of that
-        for the send buffer and a sixteenth for the receive buffer (after the kernel's doubling),
-        the receive path's margin, RING skbs' overhead, and the rest for the psock queue.
-        ValueError when it does not fit."""
+        """Split ``max_buffered`` (per pair): each direction gets half; by default half of that for
+        the send buffer and a sixteenth for the receive buffer (after the kernel's doubling), a
+        margin for the receive path, an eighth for the skbs' overhead (``_SKB_COST`` each), and
+        the rest for the psock queue. ValueError when it does not fit."""
         if isinstance(max_buffered, bool) or not isinstance(max_buffered, int) or max_buffered <= 0:
             raise ValueError(f"max_buffered must be a positive number of bytes, not {max_buffered!r}")
         half = max_buffered // 2
-        sndbuf = half // 8 if sndbuf is None else sndbuf
-        rcvbuf = half // 32 if rcvbuf is None else rcvbuf
+        sndbuf = half // 4 if sndbuf is None else sndbuf
+        rcvbuf = max(half // 32, _MIN_RCVBUF) if rcvbuf is None else rcvbuf
         for name, value in (("sndbuf", sndbuf), ("rcvbuf", rcvbuf)):
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < (1 << 30):
                 raise ValueError(f"{name} must be between 0 and 1 GiB, not {value!r}")
@@ -180,11 +183,12 @@ class Budget:
             raise ValueError("rcvbuf must be set: autotuning would let it grow past the bound")
         send_side = 2 * sndbuf if sndbuf else _sysctl_max("tcp_wmem")
         pass_bytes = 2 * rcvbuf + half // 32
-        queue_bytes = half - send_side - pass_bytes - RING * _SKB_COST
+        ring = min(RING, 1 << max(0, (half // 8 // _SKB_COST).bit_length() - 1))
+        queue_bytes = half - send_side - pass_bytes - ring * _SKB_COST
         if queue_bytes < _MIN_QUEUE:
             raise ValueError(f"max_buffered {max_buffered} is too small for send buffers of {send_side} and receive "
                              f"buffers of {2 * rcvbuf} bytes per direction")
-        return cls(sndbuf, rcvbuf, min(queue_bytes, (1 << 30) - 1), pass_bytes)
+        return cls(sndbuf, rcvbuf, min(queue_bytes, (1 << 30) - 1), pass_bytes, ring)
 
 
 class _Overflow(ConnectionError):
@@ -263,7 +267,7 @@ class SpliceProxy:
             self._reader = RecordReader(self._events.fd, _EVENTS_SIZE)
             self._verdict = splice_bounded_verdict(self._targets, self._flows, self._forwarded, self._events,
                                                    queue_bytes=self.budget.queue_bytes,
-                                                   pass_bytes=self.budget.pass_bytes)
+                                                   pass_bytes=self.budget.pass_bytes, ring=self.budget.ring)
             self._verdict.attach(self._sockhash, AttachType.SK_SKB_VERDICT)
             host, port = self.listen_address
             family = socket.AF_INET6 if ":" in host else socket.AF_INET

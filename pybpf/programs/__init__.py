@@ -19,6 +19,7 @@ from .ready import (
     splice_verdict,
     xsk_redirect,
 )
+from .ready_proxy import SpliceFlow, splice_bounded_verdict
 from .spec import ProgramSpec
 
 __all__ = [
@@ -43,4 +44,6 @@ __all__ = [
     "splice_pair",
     "splice_verdict",
     "xsk_redirect",
+    "SpliceFlow",
+    "splice_bounded_verdict",
 ]

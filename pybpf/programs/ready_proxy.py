@@ -28,7 +28,7 @@ from .ready import SK_DROP, SK_PASS, _map, _need
 from .spec import ProgramSpec
 
 RING = 512
-"""Skbs a flow remembers: at most this many wait in a target's psock queue."""
+"""Room for skb positions in a ``SpliceFlow``: the most ``ring`` may be."""
 
 PASSING = 1
 """Flow flag: this direction's bytes go to user space until ``forwarded`` catches up."""
@@ -103,14 +103,16 @@ def _notify(a: Assembler, events_fd: int, kind: int, label: str) -> None:
 
 
 def splice_bounded_verdict(targets: Any, flows: Any, forwarded: Any, events: Any, *, queue_bytes: int,
-                           pass_bytes: int) -> Program:
+                           pass_bytes: int, ring: int = RING) -> Program:
     """SK_SKB verdict of the bounded splice (see the module docstring); attach as ``SK_SKB_VERDICT``.
 
     ``targets``: SOCKHASH by cookie (redirect targets); ``flows``: HASH cookie -> ``SpliceFlow``;
     ``forwarded``: HASH cookie -> u64 bytes user space forwarded; ``events``: RINGBUF.
-    ``queue_bytes``: bytes that may wait in a target's psock queue; ``pass_bytes``: bytes that
-    may wait for user space.
+    ``queue_bytes``: bytes that may wait in a target's psock queue; ``ring``: skbs that may wait
+    there (a power of two up to ``RING``); ``pass_bytes``: bytes that may wait for user space.
     """
+    if isinstance(ring, bool) or not isinstance(ring, int) or not 0 < ring <= RING or ring & (ring - 1):
+        raise ValueError(f"ring must be a power of two between 1 and {RING}, not {ring!r}")
     for name, value in (("queue_bytes", queue_bytes), ("pass_bytes", pass_bytes)):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < (1 << 30):
             raise ValueError(f"{name} must be a positive int below 1 GiB, not {value!r}")
@@ -155,8 +157,8 @@ def splice_bounded_verdict(targets: Any, flows: Any, forwarded: Any, events: Any
     a.ldx(DW, R4, R7, _off("redirected")).ldx(DW, R5, R7, _off("passed")).add64(R4, R5)
     a.mov32(R5, R4).sub32(R5, R1).add32(R5, R8)
     a.jgt32(R5, queue_bytes, "start_passing")
-    # ring[head]: where the skb redirected RING skbs ago ends; still unwritten -> RING skbs wait
-    a.ldx(W, R2, R7, _off("head")).and32(R2, RING - 1).lsh64(R2, 2)
+    # ring[head]: where the skb redirected `ring` skbs ago ends; still unwritten -> `ring` skbs wait
+    a.ldx(W, R2, R7, _off("head")).and32(R2, ring - 1).lsh64(R2, 2)
     a.mov64(R3, R7).add64(R3, _off("ring")).add64(R3, R2)
     a.ldx(W, R5, R3, 0).sub32(R5, R1)
     a.jsgt32(R5, 0, "start_passing")
