@@ -15,7 +15,7 @@ from pybpf.apps import reuseport, reuseport_server
 
 
 def _serve(args: argparse.Namespace) -> int:
-    return reuseport_server.run(args.listen, args.name, args.pin_root)
+    return reuseport_server.run(args.listen, args.name, args.pin_root, args.grace)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -56,6 +56,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     serve = verbs.add_parser("serve", parents=[common], help="serve as the group's next generation (the old one drains and exits)")
     serve.add_argument("--listen", required=True, type=reuseport.parse_address, help="HOST:PORT (port 0: pick one)")
     serve.add_argument("--name", default="default", help="the group's name")
+    serve.add_argument("--grace", type=float, default=5.0,
+                       help="seconds a replaced generation stands by to take traffic back (default 5)")
     serve.set_defaults(func=_serve)
 
     status = verbs.add_parser("status", parents=[common], help="the selected slot and the generation in each slot")

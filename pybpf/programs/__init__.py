@@ -20,6 +20,7 @@ from .ready import (
     xsk_redirect,
 )
 from .ready_proxy import SpliceFlow, splice_bounded_verdict
+from .ready_reuseport import reuseport_migrate
 from .spec import ProgramSpec
 
 __all__ = [
@@ -46,4 +47,5 @@ __all__ = [
     "xsk_redirect",
     "SpliceFlow",
     "splice_bounded_verdict",
+    "reuseport_migrate",
 ]
