@@ -65,6 +65,7 @@ _TCP_INFO_SIZE = 232
 _U64 = struct.Struct("=Q")  # struct tcp_info: tcpi_bytes_acked at 120, tcpi_bytes_received at 128
 _INT = struct.Struct("=i")
 _SO_SNDBUFFORCE, _SO_RCVBUFFORCE = 32, 33
+_TCP_NOTSENT_LOWAT = 25
 _RECV_CHUNK = 1 << 16
 _PEEK_CHUNK = 1 << 20
 _EVENTS_SIZE = 1 << 16
@@ -212,20 +213,24 @@ class SpliceProxy:
     ``max_buffered`` bounds the bytes one pair may hold in kernel memory, socket buffers included
     (``sndbuf``/``rcvbuf`` override the buffers' share, see ``Budget``); ``connect_timeout`` and
     ``idle_timeout`` (None: no limit) end pairs that do not move; ``drain_timeout`` bounds how long
-    a direction's last bytes may take once its source ended.
+    a direction's last bytes may take once its source ended. ``notsent_lowat`` sets
+    ``TCP_NOTSENT_LOWAT`` on both sockets (0: the kernel's default), an experiment for latency.
     """
 
     def __init__(self, listen: tuple[str, int], upstream: tuple[str, int], *, max_connections: int = 1024,
                  max_buffered: int = 32 << 20, sndbuf: int | None = None, rcvbuf: int | None = None,
                  backlog: int = 1024, connect_timeout: float = 10.0, idle_timeout: float | None = 60.0,
-                 drain_timeout: float = 30.0) -> None:
+                 drain_timeout: float = 30.0, notsent_lowat: int = 0) -> None:
         if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections <= 0:
             raise ValueError(f"max_connections must be a positive int, not {max_connections!r}")
         for name, value in (("connect_timeout", connect_timeout), ("drain_timeout", drain_timeout),
                             ("idle_timeout", 1.0 if idle_timeout is None else idle_timeout)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+        if isinstance(notsent_lowat, bool) or not isinstance(notsent_lowat, int) or not 0 <= notsent_lowat < (1 << 31):
+            raise ValueError(f"notsent_lowat must be a byte count (0: the kernel's default), not {notsent_lowat!r}")
         self.budget = Budget.split(max_buffered, sndbuf, rcvbuf)
+        self.notsent_lowat = notsent_lowat
         self.listen_address, self.upstream = listen, upstream
         self.max_connections, self.max_buffered, self.backlog = max_connections, max_buffered, backlog
         self.connect_timeout, self.idle_timeout, self.drain_timeout = connect_timeout, idle_timeout, drain_timeout
@@ -417,8 +422,10 @@ class SpliceProxy:
             self._slots.release()
 
     def _tune(self, sock: socket.socket) -> None:
-        """No Nagle; the send and receive buffers the budget allows."""
+        """No Nagle; the send and receive buffers the budget allows; ``TCP_NOTSENT_LOWAT`` if asked."""
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.notsent_lowat:
+            sock.setsockopt(socket.IPPROTO_TCP, _TCP_NOTSENT_LOWAT, self.notsent_lowat)
         if self.budget.sndbuf:
             _set_buffer(sock, socket.SO_SNDBUF, _SO_SNDBUFFORCE, self.budget.sndbuf)
         _set_buffer(sock, socket.SO_RCVBUF, _SO_RCVBUFFORCE, self.budget.rcvbuf)
