@@ -35,6 +35,8 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from pybpf.apps.proxy import Budget, SpliceProxy
@@ -44,6 +46,8 @@ GIB = 1 << 30
 TICK = os.sysconf("SC_CLK_TCK")
 SPLICE_DEFAULT_SNDBUF: int = Budget.split(inspect.signature(SpliceProxy).parameters["max_buffered"].default).sndbuf
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+LAUNCH: list[str] = []
+"""Prefix of every child's command line (``ip netns exec NS`` with ``--lo-gso``)."""
 
 
 def parse_size(text: str) -> int:
@@ -147,7 +151,7 @@ def start(name: str, argv: list[str], children: list[Child], timeout: float = 30
           pythonpath: str = "") -> tuple[Child, int]:
     """Start a helper that answers ``ready PORT``; it joins ``children`` at once (for cleanup).
     ``pythonpath`` runs it against another checkout of pybpf."""
-    child = Child(name, [sys.executable, *argv], pythonpath)
+    child = Child(name, [*LAUNCH, sys.executable, *argv], pythonpath)
     children.append(child)
     return child, int(child.expect("ready", timeout)[0])
 
@@ -351,15 +355,39 @@ def machine_facts() -> str:
             f"TCP congestion control {congestion}")
 
 
+@contextlib.contextmanager
+def private_loopback(gso: int | None) -> Iterator[None]:
+    """With ``gso``: run every child in a fresh network namespace whose loopback has that
+    gso_max_size and gro_max_size (the machine's own loopback is left alone); removed afterwards."""
+    if gso is None:
+        yield
+        return
+    name = f"pybpf-ns-bench-{uuid.uuid4().hex[:12]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up", "gso_max_size", str(gso), "gro_max_size", str(gso)],
+                       check=True)
+        LAUNCH[:] = ["ip", "netns", "exec", name]
+        yield
+    finally:
+        LAUNCH.clear()
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
 def run(args: argparse.Namespace) -> None:
     """Start the processes, warm every path up, run the interleaved rounds, print the tables."""
+    with private_loopback(args.lo_gso):
+        _run(args)
+
+
+def _run(args: argparse.Namespace) -> None:
     load_before = background_load()
     print(f"{machine_facts()}; background load {load_before:.2f} CPUs", flush=True)
     children: list[Child] = []
     finished = False
     try:
         sink, sink_port = start("sink", [str(HERE / "_ends.py"), "sink"], children)
-        client = Child("client", [sys.executable, str(HERE / "_ends.py"), "client"])
+        client = Child("client", [*LAUNCH, sys.executable, str(HERE / "_ends.py"), "client"])
         children.append(client)
         paths: dict[Route, tuple[int, Child | None]] = {}
         for route in routes(args.splice_sndbuf, args.attach, args.compare, args.variant):
@@ -411,6 +439,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--attach", choices=("verdict", "stream", "stream+parser"), default="verdict",
                         help="how the splice program is attached: SK_SKB_VERDICT (the proxy's), "
                              "SK_SKB_STREAM_VERDICT, or that with a stream parser")
+    parser.add_argument("--lo-gso", type=parse_size, default=None, metavar="SIZE",
+                        help="run everything in a fresh network namespace whose loopback has this gso_max_size and "
+                             "gro_max_size (64K is the default; up to 512K with BIG TCP)")
     parser.add_argument("--variant", action="append", default=[], metavar="LABEL:NAME=INT,...",
                         help="also run the splice proxy with these SpliceProxy options, e.g. "
                              "'rcvbuf 2M:rcvbuf=2097152'; repeatable")
