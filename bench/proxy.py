@@ -279,15 +279,15 @@ def routes(splice_sndbufs: list[int | None], attach: str, compare: list[str], va
         found.append(Route(f"splice ({label})", ("splice", *options)))
     for variant in variants:
         label, _, options_text = variant.partition(":")
-        options = tuple(arg for item in options_text.split(",") if item for arg in ("--option", item))
-        found.append(Route(f"splice ({label})", ("splice", *options)))
+        extra = tuple(arg for item in options_text.split(",") if item for arg in ("--option", item))
+        found.append(Route(f"splice ({label})", ("splice", *extra)))
     for checkout in compare:
         found.append(Route(f"splice ({Path(checkout).name} checkout)", ("splice",), str(Path(checkout).resolve())))
     return found
 
 
 def _median(samples: list[Sample], field: str) -> float:
-    return statistics.median(getattr(sample, field) for sample in samples)
+    return float(statistics.median(getattr(sample, field) for sample in samples))
 
 
 GOALS = (("throughput", "gbits", ">=", 0.9), ("machine CPU/GiB", "machine_cpu", "<=", 0.7),
@@ -397,8 +397,8 @@ def _run(args: argparse.Namespace) -> None:
                 paths[route] = (port, relay)
             else:
                 paths[route] = (sink_port, None)
-        for port, relay in paths.values():
-            transfer(client, port, min(args.size, 64 << 20), [], relay, args.timeout)
+        for port, warm in paths.values():
+            transfer(client, port, min(args.size, 64 << 20), [], warm, args.timeout)
             round_trips(client, port, 200, args.timeout)
         samples: dict[Route, list[Sample]] = {route: [] for route in paths}
         rtts: dict[Route, list[tuple[float, float]]] = {route: [] for route in paths}
@@ -406,9 +406,9 @@ def _run(args: argparse.Namespace) -> None:
         for number in range(args.rounds):
             shift = number % len(order)
             for route in order[shift:] + order[:shift]:
-                port, relay = paths[route]
-                pids = [client.pid, sink.pid] + ([relay.pid] if relay else [])
-                sample = transfer(client, port, args.size, pids, relay, args.timeout)
+                port, relay_child = paths[route]
+                pids = [client.pid, sink.pid] + ([relay_child.pid] if relay_child else [])
+                sample = transfer(client, port, args.size, pids, relay_child, args.timeout)
                 samples[route].append(sample)
                 rtts[route].append(round_trips(client, port, args.rtt_count, args.timeout))
                 relay_cpu = "-" if sample.relay_cpu is None else f"{sample.relay_cpu:.3f}"

@@ -255,7 +255,8 @@ class SpliceProxy:
         """Where the proxy listens (the port is the real one when 0 was asked for)."""
         if self._listener is None:
             raise RuntimeError("the proxy is not started")
-        return self._listener.getsockname()[:2]
+        host, port = self._listener.getsockname()[:2]
+        return str(host), int(port)
 
     async def start(self) -> None:
         """Create the maps, load and attach the verdict program, listen, and start accepting."""
@@ -415,9 +416,9 @@ class SpliceProxy:
             _reset(client)
         finally:
             self._forget(flows)
-            for sock in (client, upstream):
-                if sock is not None and sock.fileno() >= 0:
-                    sock.close()
+            for maybe in (client, upstream):
+                if maybe is not None and maybe.fileno() >= 0:
+                    maybe.close()
             self.stats.active -= 1
             self._slots.release()
 

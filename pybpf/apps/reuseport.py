@@ -240,7 +240,8 @@ class Steering:
 
     def cookie(self, slot: int) -> int | None:
         """The cookie of the socket at ``slot``, or None when the slot is empty."""
-        return self.sockets.get(slot)
+        cookie = self.sockets.get(slot)
+        return None if cookie is None else int(cookie)
 
     def occupied(self) -> dict[int, int]:
         """``{slot: cookie}`` of every filled slot."""
@@ -249,7 +250,7 @@ class Steering:
     @property
     def selected(self) -> int:
         """The slot new traffic goes to."""
-        return self.control[0]
+        return int(self.control[0])
 
     def select(self, slot: int) -> None:
         """Send all new traffic to ``slot``: one map update (an empty slot means default selection)."""
@@ -358,7 +359,8 @@ class Generation:
     @property
     def address(self) -> Address:
         """The address this generation's socket is bound to."""
-        return self.sock.getsockname()[:2]
+        host, port = self.sock.getsockname()[:2]
+        return str(host), int(port)
 
     def take_over(self) -> int:
         """Steer every new connection to this generation; returns the slot steered before."""

@@ -43,7 +43,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``pybpf proxy``."""
     parser = sub.add_parser("proxy", help="relay TCP connections through a SOCKHASH: the kernel moves the bytes",
                             description="Accept on --listen, connect each client to --to, and splice the pair in the kernel.")

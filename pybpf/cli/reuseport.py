@@ -46,7 +46,7 @@ def _unpin(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``pybpf reuseport``."""
     parser = sub.add_parser("reuseport", help="zero-downtime restart over a SO_REUSEPORT group", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
