@@ -167,17 +167,21 @@ class Budget:
     ring: int
 
     @classmethod
-    def split(cls, max_buffered: int, sndbuf: int | None = None, rcvbuf: int | None = None) -> Budget:
-        """Split ``max_buffered`` (per pair): each direction gets half; by default half of that for
-        the send buffer and a sixteenth for the receive buffer (after the kernel's doubling), a
-        margin for the receive path, an eighth for the skbs' overhead (``_SKB_COST`` each), and
-        the rest for the psock queue. ValueError when it does not fit."""
+    def split(cls, max_buffered: int, sndbuf: int | None = None, rcvbuf: int | None = None,
+              queue_bytes: int | None = None) -> Budget:
+        """Split ``max_buffered`` (per pair). Each direction may hold half of it: the send buffer
+        (by default an eighth of the half, given to ``setsockopt``: a quarter once the kernel
+        doubles it), the receive buffer (a sixty-fourth, at least ``_MIN_RCVBUF``) and a margin
+        for the receive path (``pass_bytes``), an eighth for the skbs' overhead (``ring`` skbs of
+        ``_SKB_COST``), and the psock queue (``queue_bytes``: by default a quarter, at most what
+        is left). What stays unused keeps the pipeline short: every byte queued is latency at the
+        end of a stream. ValueError when the shares do not fit."""
         if isinstance(max_buffered, bool) or not isinstance(max_buffered, int) or max_buffered <= 0:
             raise ValueError(f"max_buffered must be a positive number of bytes, not {max_buffered!r}")
         half = max_buffered // 2
-        sndbuf = half // 4 if sndbuf is None else sndbuf
-        rcvbuf = max(half // 32, _MIN_RCVBUF) if rcvbuf is None else rcvbuf
-        for name, value in (("sndbuf", sndbuf), ("rcvbuf", rcvbuf)):
+        sndbuf = half // 8 if sndbuf is None else sndbuf
+        rcvbuf = max(half // 64, _MIN_RCVBUF) if rcvbuf is None else rcvbuf
+        for name, value in (("sndbuf", sndbuf), ("rcvbuf", rcvbuf), ("queue_bytes", queue_bytes or 0)):
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < (1 << 30):
                 raise ValueError(f"{name} must be between 0 and 1 GiB, not {value!r}")
         if rcvbuf == 0:
@@ -185,11 +189,12 @@ class Budget:
         send_side = 2 * sndbuf if sndbuf else _sysctl_max("tcp_wmem")
         pass_bytes = 2 * rcvbuf + half // 32
         ring = min(RING, 1 << max(0, (half // 8 // _SKB_COST).bit_length() - 1))
-        queue_bytes = half - send_side - pass_bytes - ring * _SKB_COST
-        if queue_bytes < _MIN_QUEUE:
-            raise ValueError(f"max_buffered {max_buffered} is too small for send buffers of {send_side} and receive "
-                             f"buffers of {2 * rcvbuf} bytes per direction")
-        return cls(sndbuf, rcvbuf, min(queue_bytes, (1 << 30) - 1), pass_bytes, ring)
+        room = half - send_side - pass_bytes - ring * _SKB_COST
+        queue = min(room, half // 4) if queue_bytes is None else queue_bytes
+        if room < _MIN_QUEUE or queue > room or queue < _MIN_QUEUE:
+            raise ValueError(f"max_buffered {max_buffered} is too small for send buffers of {send_side}, receive "
+                             f"buffers of {2 * rcvbuf} and a psock queue of {max(queue, _MIN_QUEUE)} bytes per direction")
+        return cls(sndbuf, rcvbuf, queue, pass_bytes, ring)
 
 
 class _Overflow(ConnectionError):
@@ -211,7 +216,7 @@ class SpliceProxy:
 
     ``max_connections`` bounds concurrent pairs (further clients wait in the listen backlog);
     ``max_buffered`` bounds the bytes one pair may hold in kernel memory, socket buffers included
-    (``sndbuf``/``rcvbuf`` override the buffers' share, see ``Budget``); ``connect_timeout`` and
+    (``sndbuf``, ``rcvbuf`` and ``queue_bytes`` override the shares, see ``Budget``); ``connect_timeout`` and
     ``idle_timeout`` (None: no limit) end pairs that do not move; ``drain_timeout`` bounds how long
     a direction's last bytes may take once its source ended. ``notsent_lowat`` sets
     ``TCP_NOTSENT_LOWAT`` on both sockets (0: the kernel's default), an experiment for latency.
@@ -219,6 +224,7 @@ class SpliceProxy:
 
     def __init__(self, listen: tuple[str, int], upstream: tuple[str, int], *, max_connections: int = 1024,
                  max_buffered: int = 32 << 20, sndbuf: int | None = None, rcvbuf: int | None = None,
+                 queue_bytes: int | None = None,
                  backlog: int = 1024, connect_timeout: float = 10.0, idle_timeout: float | None = 60.0,
                  drain_timeout: float = 30.0, notsent_lowat: int = 0) -> None:
         if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections <= 0:
@@ -229,7 +235,7 @@ class SpliceProxy:
                 raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
         if isinstance(notsent_lowat, bool) or not isinstance(notsent_lowat, int) or not 0 <= notsent_lowat < (1 << 31):
             raise ValueError(f"notsent_lowat must be a byte count (0: the kernel's default), not {notsent_lowat!r}")
-        self.budget = Budget.split(max_buffered, sndbuf, rcvbuf)
+        self.budget = Budget.split(max_buffered, sndbuf, rcvbuf, queue_bytes)
         self.notsent_lowat = notsent_lowat
         self.listen_address, self.upstream = listen, upstream
         self.max_connections, self.max_buffered, self.backlog = max_connections, max_buffered, backlog
