@@ -8,8 +8,6 @@ SIGTERM or SIGINT stop accepting and let open pairs finish for up to ``--drain``
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
 
 
 def _seconds(text: str) -> float:
@@ -33,7 +31,10 @@ def _mebibytes(text: str) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..apps.proxy import SpliceProxy, parse_address, serve  # deferred: only this verb needs asyncio
+    import asyncio  # deferred, like the proxy itself: only this verb needs them
+    import logging
+
+    from ..apps.proxy import SpliceProxy, parse_address, serve
 
     logging.basicConfig(level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     listen, upstream = parse_address(args.listen), parse_address(args.to)

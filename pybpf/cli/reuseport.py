@@ -11,10 +11,12 @@ import argparse
 import dataclasses
 import json
 
-from pybpf.apps import reuseport, reuseport_server
+from pybpf.apps import reuseport
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from pybpf.apps import reuseport_server  # deferred: threads only for this verb
+
     return reuseport_server.run(args.listen, args.name, args.pin_root, args.grace)
 
 
