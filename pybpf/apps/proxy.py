@@ -68,7 +68,7 @@ _SO_SNDBUFFORCE, _SO_RCVBUFFORCE = 32, 33
 _TCP_NOTSENT_LOWAT = 25
 _RECV_CHUNK = 1 << 16
 _PEEK_CHUNK = 1 << 20
-_EVENTS_SIZE = 1 << 16
+_EVENT_SPAN = 8 + ctypes.sizeof(SpliceEvent)  # a record with its header in the ring buffer
 _SKB_COST = 4 << 10
 """Kernel memory an skb on a psock queue may hold beyond its payload (struct, head, rx buffer)."""
 _MIN_QUEUE = 256 << 10
@@ -275,8 +275,10 @@ class SpliceProxy:
                                      name="splice_flows")
             self._forwarded = Map.create(type=MapType.HASH, key=ctypes.c_uint64, value=ctypes.c_uint64,
                                          max_entries=entries, name="splice_fwd")
-            self._events = Map.create(type=MapType.RINGBUF, max_entries=_EVENTS_SIZE, name="splice_events")
-            self._reader = RecordReader(self._events.fd, _EVENTS_SIZE)
+            # each flow has at most one event of each kind waiting: room for all, so none is lost
+            ring = max(1 << 16, 1 << (2 * entries * _EVENT_SPAN - 1).bit_length())
+            self._events = Map.create(type=MapType.RINGBUF, max_entries=ring, name="splice_events")
+            self._reader = RecordReader(self._events.fd, ring)
             self._verdict = splice_bounded_verdict(self._targets, self._flows, self._forwarded, self._events,
                                                    queue_bytes=self.budget.queue_bytes,
                                                    pass_bytes=self.budget.pass_bytes, ring=self.budget.ring)
