@@ -340,7 +340,7 @@ class Server:
     def __init__(self, port: int, pin_root: Path) -> None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
         command = [sys.executable, "-m", "pybpf.apps.reuseport_server", "--listen", f"{LOCAL}:{port}",
-                   "--name", "restart", "--pin-root", str(pin_root)]
+                   "--name", "restart", "--pin-root", str(pin_root), "--timeout", str(10 * scale.TIME)]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
@@ -408,7 +408,7 @@ def test_restart_under_load_loses_no_connection(pin_dir: Path, servers: Callable
                 return
             start = time.monotonic()
             try:
-                with socket.create_connection((LOCAL, port), timeout=5) as conn:
+                with socket.create_connection((LOCAL, port), timeout=5 * scale.TIME) as conn:
                     conn.sendall(b"hello\n")
                     reply = b""
                     while chunk := conn.recv(64):
@@ -465,7 +465,7 @@ def test_successor_killed_during_the_grace_period(pin_dir: Path, servers: Callab
                 return
             start = time.monotonic()
             try:
-                with socket.create_connection((LOCAL, port), timeout=5) as conn:
+                with socket.create_connection((LOCAL, port), timeout=5 * scale.TIME) as conn:
                     conn.sendall(b"hello\n")
                     reply = b""
                     while chunk := conn.recv(64):

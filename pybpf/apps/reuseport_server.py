@@ -78,12 +78,12 @@ def _flushing_print(line: str) -> None:
     print(line, flush=True)
 
 
-def run(address: Address, name: str, pin_root: str = PIN_ROOT, grace: float = 5.0) -> int:
+def run(address: Address, name: str, pin_root: str = PIN_ROOT, grace: float = 5.0, timeout: float = 10.0) -> int:
     """Serve with progress lines on stdout until replaced, or until SIGTERM/SIGINT (which drain too)."""
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    serve(address, name, pin_root=pin_root, stop=stop, out=_flushing_print, grace=grace)
+    serve(address, name, pin_root=pin_root, stop=stop, out=_flushing_print, grace=grace, timeout=timeout)
     return 0
 
 
@@ -95,11 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pin-root", default=PIN_ROOT, help=f"bpffs directory of the groups (default {PIN_ROOT})")
     parser.add_argument("--grace", type=float, default=5.0,
                         help="seconds a replaced generation stands by, ready to take traffic back (default 5)")
+    parser.add_argument("--timeout", type=float, default=10.0,
+                        help="seconds a connection may take to send its line (default 10)")
     args = parser.parse_args(argv)
-    if not args.grace >= 0:
-        parser.error("--grace must be a number of seconds >= 0")
+    if not args.grace >= 0 or not args.timeout > 0:
+        parser.error("--grace must be a number of seconds >= 0 and --timeout one > 0")
     try:
-        return run(args.listen, args.name, args.pin_root, args.grace)
+        return run(args.listen, args.name, args.pin_root, args.grace, args.timeout)
     except (OSError, ValueError) as err:
         print(f"reuseport_server: error: {err}", file=sys.stderr)
         return 1
