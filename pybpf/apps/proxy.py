@@ -45,6 +45,7 @@ import ctypes
 import dataclasses
 import fcntl
 import logging
+import os
 import select
 import signal
 import socket
@@ -55,7 +56,8 @@ from collections.abc import Awaitable
 
 import pybpf
 from pybpf import AttachType, Map, MapType, SockHash
-from pybpf.programs.ready_proxy import OVERFLOW, PASSING, RING, SpliceEvent, SpliceFlow, splice_bounded_verdict
+from pybpf.programs.ready_proxy import (EVENT_PRESSURE, OVERFLOW, PASSING, RING, SpliceEvent, SpliceFlow,
+                                       splice_bounded_verdict)
 
 from ._ringbuf import RecordReader
 
@@ -67,7 +69,10 @@ _INT = struct.Struct("=i")
 _SO_SNDBUFFORCE, _SO_RCVBUFFORCE = 32, 33
 _TCP_NOTSENT_LOWAT = 25
 _RECV_CHUNK = 1 << 16
-_PEEK_CHUNK = 1 << 20
+_PIPE_SIZE = 1 << 20
+_F_SETPIPE_SZ = 1031
+_SPLICE_F_NONBLOCK = 2
+_ASLEEP_LOWAT = (1 << 31) - 1  # the kernel caps SO_RCVLOWAT at half the receive buffer
 _EVENT_SPAN = 8 + ctypes.sizeof(SpliceEvent)  # a record with its header in the ring buffer
 _SKB_COST = 4 << 10
 """Kernel memory an skb on a psock queue may hold beyond its payload (struct, head, rx buffer)."""
@@ -128,9 +133,11 @@ class ProxyStats:
     pairs reset after ``idle_timeout`` without a byte moving. ``resets``: pairs reset for any
     reason (a side reset, bytes not delivered in ``drain_timeout``, idle, overflow, shutdown).
     ``overflows``: pairs reset because a client pushed past the bound while not reading.
-    ``user_space_pairs``: pairs with a direction the kernel refused, relayed in Python.
-    ``passing``: times a direction went to user space because its target fell behind the bound;
-    ``bytes_in_python``: bytes the proxy copied itself (passed or refused directions).
+    ``user_space_pairs``: pairs with a direction the kernel refused. ``demoted``: directions
+    taken out of the kernel's splice because their target fell behind; they go on with
+    ``splice(2)``. ``passing``: directions that reached the bound before that could happen; the
+    proxy relays what the verdict passes. ``bytes_in_user_space``: bytes moved outside the
+    verdict (refused, demoted and passing directions).
     ``bytes_to_upstream``, ``bytes_to_client``: bytes of the pairs that ended.
     """
 
@@ -143,8 +150,9 @@ class ProxyStats:
     resets: int = 0
     overflows: int = 0
     user_space_pairs: int = 0
+    demoted: int = 0
     passing: int = 0
-    bytes_in_python: int = 0
+    bytes_in_user_space: int = 0
     bytes_to_upstream: int = 0
     bytes_to_client: int = 0
 
@@ -165,6 +173,12 @@ class Budget:
     queue_bytes: int
     pass_bytes: int
     ring: int
+
+    @property
+    def demoted_rcvbuf(self) -> int:
+        """The receive buffer of a direction that left the kernel's splice: it gets the shares of
+        the psock queue, the skbs and the passed bytes, less the pipe ``splice(2)`` goes through."""
+        return max(self.rcvbuf, (self.queue_bytes + self.ring * _SKB_COST + self.pass_bytes - _PIPE_SIZE) // 2)
 
     @classmethod
     def split(cls, max_buffered: int, sndbuf: int | None = None, rcvbuf: int | None = None,
@@ -187,7 +201,7 @@ class Budget:
         if rcvbuf == 0:
             raise ValueError("rcvbuf must be set: autotuning would let it grow past the bound")
         send_side = 2 * sndbuf if sndbuf else _sysctl_max("tcp_wmem")
-        pass_bytes = 2 * rcvbuf + half // 32
+        pass_bytes = 4 * rcvbuf  # twice the receive buffer: what TCP admits past it while it prunes
         ring = min(RING, 1 << max(0, (half // 8 // _SKB_COST).bit_length() - 1))
         room = half - send_side - pass_bytes - ring * _SKB_COST
         queue = min(room, half // 4) if queue_bytes is None else queue_bytes
@@ -203,12 +217,11 @@ class _Overflow(ConnectionError):
 
 @dataclasses.dataclass(eq=False)
 class _Flow:
-    """User space's side of one spliced direction: the source's cookie, the bytes forwarded."""
+    """User space's side of one spliced direction: the source's cookie and a wake-up for its events."""
 
     cookie: int
     wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
-    forwarded: int = 0
-    consumed: int = 0
+    pressure: bool = False
 
 
 class SpliceProxy:
@@ -253,7 +266,6 @@ class SpliceProxy:
         self._relays: set[asyncio.Task[None]] = set()
         self._live: dict[int, _Flow] = {}
         self._stopping = False
-        self._scratch = bytearray(_PEEK_CHUNK)
         self._slots = asyncio.Semaphore(max_connections)
 
     @property
@@ -367,6 +379,7 @@ class SpliceProxy:
             event = SpliceEvent.from_buffer_copy(record)
             flow = self._live.get(event.cookie)
             if flow is not None:
+                flow.pressure = flow.pressure or event.kind == EVENT_PRESSURE
                 flow.wake.set()
 
     async def _accept_loop(self) -> None:
@@ -548,7 +561,7 @@ class SpliceProxy:
             assert flow is not None
             await self._spliced(src, dst, acked_base, flow)
         else:
-            await self._copy(src, dst)
+            self.stats.bytes_in_user_space += await _splice(loop, src, dst)
         received = _tcp_bytes(src)[1] - 1  # the FIN takes a sequence number too
         deadline = loop.time() + self.drain_timeout
         while _tcp_bytes(dst)[0] - acked_base < received:
@@ -560,90 +573,103 @@ class SpliceProxy:
             dst.shutdown(socket.SHUT_WR)
         return received
 
-    async def _copy(self, src: socket.socket, dst: socket.socket) -> None:
-        """A direction the kernel refused: read and forward in Python until EOF."""
-        loop = asyncio.get_running_loop()
-        while True:
-            await _readable(loop, src)
-            try:
-                data = src.recv(_RECV_CHUNK)
-            except (BlockingIOError, InterruptedError):
-                continue
-            if not data:
-                return
-            await loop.sock_sendall(dst, data)
-            self.stats.bytes_in_python += len(data)
+    async def _spliced(self, src: socket.socket, dst: socket.socket, dst_base: int, flow: _Flow) -> int:
+        """A spliced direction until EOF; returns the bytes that went through user space.
 
-    async def _spliced(self, src: socket.socket, dst: socket.socket, dst_base: int, flow: _Flow) -> None:
-        """A spliced direction until EOF: sleep until the stream ends (epoll with EPOLLRDHUP and no
-        EPOLLIN, so the bytes the kernel forwards wake nobody) or the verdict announces that the
-        flow passes bytes to us; forward those. While the flow is marked passing, bytes it passes
-        wake us too: the verdict announces an episode once, and may pass more after we caught up."""
+        Sleep until the stream ends (epoll with EPOLLRDHUP and no EPOLLIN, so the bytes the
+        kernel forwards wake nobody) or the verdict reports that the target falls behind:
+        ``EVENT_PRESSURE`` (half the psock queue's share used) takes the direction out of the
+        kernel's splice onto ``splice(2)`` (``_demote``); ``EVENT_PASSING`` (the bound reached
+        first) relays what the verdict passes (``_relay_passed``). Either way TCP's own flow
+        control then holds the client while the target catches up, and the kernel queues
+        nothing unaccounted."""
         loop = asyncio.get_running_loop()
         with select.epoll(1) as ends:
             ends.register(src.fileno(), select.EPOLLRDHUP | select.EPOLLERR | select.EPOLLHUP)
-            ended = bool(ends.poll(0))
-            passing = False
-            while True:
-                if not ended:
-                    woken = await _first(flow.wake, _readable(loop, ends), *([_readable(loop, src)] if passing else []))
-                    ended = woken == 1
+            while not ends.poll(0):
+                if await _first(flow.wake, _readable(loop, ends)) == 0:
                     flow.wake.clear()
-                passing = await self._forward_passed(src, dst, dst_base, flow)
-                if not ended:
-                    continue
-                try:
-                    data = src.recv(_RECV_CHUNK)
-                except (BlockingIOError, InterruptedError):
-                    await asyncio.sleep(0.001)
-                    continue
-                except BrokenPipeError:
-                    continue  # the kernel's redirect worker reporting the end of the stream; reading clears it
-                if not data:
-                    return
-                flow.consumed += len(data)  # read, not peeked: bytes the end of the stream brought
-                await self._send_passed(dst, flow, data)
-
-    async def _forward_passed(self, src: socket.socket, dst: socket.socket, dst_base: int, flow: _Flow) -> bool:
-        """Forward what the verdict passed to user space, in order, until the count it published
-        is reached; returns whether the flow is still marked passing (the verdict clears the mark
-        on the next skb it redirects).
-
-        First ``dst``'s TCP must have taken every redirected byte (the psock queue drains into its
-        send queue); then the passed bytes are peeked, sent, counted in ``forwarded`` and only
-        then consumed: until then they hold the source's receive buffer, so the client's window
-        stays shut and the verdict sees the counts meet on the next skb instead of passing it too.
-        """
-        loop = asyncio.get_running_loop()
-        counted = False
-        while True:
-            state = self._flow_state(flow)
-            pending = state.passed - flow.forwarded
-            if pending <= 0:
-                await self._consume(src, flow)
-                return bool(state.flags & PASSING)
-            if not counted:
-                self.stats.passing += 1
-                counted = True
-            await self._until_taken(dst, dst_base, state.redirected + flow.forwarded, flow)
-            held = flow.forwarded - flow.consumed
+                    if self._flow_state(flow).flags & PASSING:
+                        return await self._relay_passed(src, dst, dst_base, flow)
+                    if flow.pressure:
+                        return await self._demote(src, dst, dst_base, flow)
+        if self._flow_state(flow).flags & PASSING:
+            return await self._relay_passed(src, dst, dst_base, flow)
+        while True:  # the end of the stream: read the EOF (or the redirect worker's EPIPE)
             try:
-                data = src.recv(held + min(pending, _PEEK_CHUNK), socket.MSG_PEEK)[held:]
+                data = src.recv(_RECV_CHUNK)
             except (BlockingIOError, InterruptedError):
-                data = b""
-            except BrokenPipeError:
+                await asyncio.sleep(0.001)
                 continue
+            except BrokenPipeError:
+                continue  # the kernel's redirect worker reporting the end of the stream; reading clears it
             if not data:
+                return 0
+            raise ConnectionError(f"{len(data)} bytes the verdict never saw at the end of the stream")
+
+    async def _demote(self, src: socket.socket, dst: socket.socket, dst_base: int, flow: _Flow) -> int:
+        """Take the direction out of the kernel's splice before it reaches the bound: a high
+        ``SO_RCVLOWAT`` keeps the verdict from running while ``src`` leaves its map (a verdict
+        cut off in the middle of the queue would drop bytes), the redirected bytes drain into
+        ``dst``, and ``splice(2)`` carries the rest. Returns the bytes moved from here."""
+        assert self._sockhash is not None
+        loop = asyncio.get_running_loop()
+        src.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, _ASLEEP_LOWAT)
+        self._sockhash.pop(flow.cookie, None)
+        src.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+        state = self._flow_state(flow)  # final: no verdict runs on src any more
+        if state.passed:
+            raise ConnectionError(f"{state.passed} bytes passed as the socket left the kernel's splice")
+        self.stats.demoted += 1
+        log.info("flow %d: the target falls behind after %d bytes: on with splice(2)", flow.cookie, state.redirected)
+        _set_buffer(src, socket.SO_RCVBUF, _SO_RCVBUFFORCE, self.budget.demoted_rcvbuf)  # the psock's shares are free
+        await self._until_taken(dst, dst_base, state.redirected, flow)
+        moved = await _splice(loop, src, dst)
+        self.stats.bytes_in_user_space += moved
+        received = _tcp_bytes(src)[1] - 1
+        if received != state.redirected + moved:
+            raise ConnectionError(f"{received - state.redirected - moved} bytes lost leaving the kernel's splice")
+        return moved
+
+    async def _relay_passed(self, src: socket.socket, dst: socket.socket, dst_base: int, flow: _Flow) -> int:
+        """The bound came first: the verdict passes every byte from now on. Once the redirected
+        ones have drained into ``dst``, read and forward here, counting what was read in
+        ``forwarded`` (the verdict's ``pass_bytes`` limit is on what waits unread). Reading
+        only as fast as ``dst`` takes keeps the client's window shut meanwhile."""
+        assert self._forwarded is not None
+        loop = asyncio.get_running_loop()
+        self.stats.passing += 1
+        state = self._flow_state(flow)
+        log.info("flow %d: the bound reached after %d bytes: relaying what the verdict passes", flow.cookie,
+                 state.redirected)
+        await self._until_taken(dst, dst_base, state.redirected, flow)
+        moved = 0
+        while True:
+            try:
+                data = src.recv(_PIPE_SIZE)
+            except (BlockingIOError, InterruptedError):
+                self._flow_state(flow)  # an overflow ends it
                 await _first(flow.wake, _readable(loop, src))
                 flow.wake.clear()
                 continue
-            await self._send_passed(dst, flow, data)
+            except BrokenPipeError:
+                continue
+            if not data:
+                break
+            moved += len(data)
+            self._forwarded[flow.cookie] = moved
+            await loop.sock_sendall(dst, data)
+        self.stats.bytes_in_user_space += moved
+        state = self._flow_state(flow)
+        if state.passed != moved:
+            raise ConnectionError(f"{state.passed - moved} passed bytes lost at the end of the stream")
+        return moved
 
     async def _until_taken(self, dst: socket.socket, dst_base: int, target: int, flow: _Flow) -> None:
         """Wait until ``dst``'s TCP has taken ``target`` bytes (acknowledged or in its send queue):
         the redirected ones have left its psock queue. While it drains, the wait follows the drain
-        rate, so we forward before the send queue runs dry; while it does not (the upstream reads
-        nothing), we sleep until ``dst`` has room again, backing off up to a second."""
+        rate; while it does not (the upstream reads nothing), we sleep until ``dst`` has room
+        again, backing off up to a second."""
         loop = asyncio.get_running_loop()
         last: tuple[int, float] | None = None
         stalled = _POLL_FIRST
@@ -652,43 +678,16 @@ class SpliceProxy:
             left = target - taken
             if left <= 0:
                 return
-            self._flow_state(flow)  # an overflow ends the wait
             if last is None or taken > last[0]:
                 rate = (taken - last[0]) / max(now - last[1], 1e-6) if last is not None else 0.0
-                delay = min(max(left / rate / 2, _POLL_FIRST), _POLL_LAST) if rate else _POLL_FIRST
+                await asyncio.sleep(min(max(left / rate / 2, _POLL_FIRST), _POLL_LAST) if rate else _POLL_FIRST)
                 stalled = _POLL_FIRST
-                await _first(flow.wake, asyncio.sleep(delay))
             else:
                 stalled = min(2 * stalled, _POLL_STALLED)
-                await _first(flow.wake, asyncio.sleep(_POLL_FIRST))
+                await asyncio.sleep(_POLL_FIRST)
                 await _first(flow.wake, _writable(loop, dst), asyncio.sleep(stalled))
-            flow.wake.clear()
+                flow.wake.clear()
             last = (taken, now)
-
-    async def _consume(self, src: socket.socket, flow: _Flow) -> None:
-        """Drop the bytes already forwarded from the source (they were only peeked). The last byte
-        goes in a read of its own: a read advertises the space it freed only if the segments that
-        arrived meanwhile are processed, and the client, facing a shut window, waits for that."""
-        loop = asyncio.get_running_loop()
-        while flow.consumed < flow.forwarded:
-            left = flow.forwarded - flow.consumed
-            try:
-                got = src.recv_into(self._scratch, min(len(self._scratch), left - 1 if left > 1 else 1))
-            except (BlockingIOError, InterruptedError):
-                await _readable(loop, src)
-                continue
-            if not got:
-                raise ConnectionError(f"{left} forwarded bytes vanished from the source")
-            flow.consumed += got
-
-    async def _send_passed(self, dst: socket.socket, flow: _Flow, data: bytes) -> None:
-        """Send bytes that came from a spliced socket, then publish the count: the verdict goes back
-        to redirecting only once every passed byte is in ``dst``'s TCP, ahead of what it redirects."""
-        assert self._forwarded is not None
-        await asyncio.get_running_loop().sock_sendall(dst, data)
-        flow.forwarded += len(data)
-        self._forwarded[flow.cookie] = flow.forwarded
-        self.stats.bytes_in_python += len(data)
 
     def _flow_state(self, flow: _Flow) -> SpliceFlow:
         """The verdict's record of ``flow``; ``_Overflow`` once it overflowed."""
@@ -697,6 +696,46 @@ class SpliceProxy:
         if state.flags & OVERFLOW:
             raise _Overflow(f"more than {self.budget.pass_bytes} bytes waited for a client that does not read")
         return state
+
+
+async def _splice(loop: asyncio.AbstractEventLoop, src: socket.socket, dst: socket.socket) -> int:
+    """Move bytes from ``src`` to ``dst`` until EOF with ``splice(2)`` through a pipe: the kernel
+    copies, TCP's flow control holds on both sides (nothing more is read than ``dst`` takes).
+    Returns the bytes moved. No ``SPLICE_F_MORE`` toward the socket: it would hold small writes."""
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(write_end, _F_SETPIPE_SZ, _PIPE_SIZE)
+        moved = in_pipe = 0
+        eof = False
+        while not eof or in_pipe:
+            if not eof:
+                try:
+                    got = os.splice(src.fileno(), write_end, _PIPE_SIZE, flags=_SPLICE_F_NONBLOCK)
+                except (BlockingIOError, InterruptedError):
+                    got = -1
+                except BrokenPipeError:
+                    continue  # the redirect worker's EPIPE on this socket; the read cleared it
+                if got == 0:
+                    eof = True
+                elif got > 0:
+                    in_pipe += got
+            if in_pipe:
+                try:
+                    put = os.splice(read_end, dst.fileno(), in_pipe, flags=_SPLICE_F_NONBLOCK)
+                except (BlockingIOError, InterruptedError):
+                    put = 0
+                in_pipe -= put
+                moved += put
+                if put == 0:
+                    await _writable(loop, dst)
+                    continue
+            if not eof and in_pipe == 0 and got < 0:
+                await _readable(loop, src)
+        return moved
+    finally:
+        os.close(read_end)
+        os.close(write_end)
 
 
 async def _first(event: asyncio.Event, *waits: Awaitable[object]) -> int:

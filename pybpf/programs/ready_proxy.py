@@ -6,13 +6,13 @@ client whose upstream never reads could make it hold gigabytes. ``splice_bounded
 per source socket, a ``SpliceFlow`` record: bytes sent toward the peer (``redirected`` by the
 kernel, ``passed`` to user space) and a ring of the end positions of the last redirected skbs.
 Against the peer's ``write_seq`` (what its TCP has taken) it knows how many bytes and skbs wait in
-the peer's psock queue. Past ``queue_bytes`` or ``ring`` skbs the direction turns ``PASSING``:
-skbs go to the source's own receive path (``SK_PASS``), which TCP accounts and which closes the
-client's window once the receive buffer is full. User space forwards those bytes in order and
-publishes the count in ``forwarded``; the first skb after the counts meet goes back to the kernel.
-Bytes passed and not yet forwarded beyond ``pass_bytes`` (the receive path can queue without
-accounting when the socket's own psock is backlogged) mark the flow ``OVERFLOW``: every later skb
-is dropped and the owner resets the pair. Changes of state are announced in a ring buffer.
+the peer's psock queue; past ``pressure_bytes`` it says so (``EVENT_PRESSURE``). Past ``queue_bytes`` or ``ring`` skbs the direction turns ``PASSING``,
+for good: skbs go to the source's own receive path (``SK_PASS``), which TCP accounts and which
+closes the client's window once the receive buffer is full, and user space takes the direction
+over (it reads what was passed, publishing the count in ``forwarded``, and takes the socket out of
+the verdict's map). Bytes passed and not yet read beyond ``pass_bytes`` (the receive path can queue
+without accounting when the socket's own psock is backlogged) mark the flow ``OVERFLOW``: every
+later skb is dropped and the owner resets the pair. Changes of state are announced in a ring buffer.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ EVENT_PASSING = 1
 """Ring buffer event: a flow started passing bytes to user space."""
 EVENT_OVERFLOW = 2
 """Ring buffer event: a flow overflowed; its pair must be reset."""
+EVENT_PRESSURE = 4
+"""Ring buffer event: more than ``pressure_bytes`` wait on the target's psock queue (once)."""
 
 _SKB_LEN = 0  # struct __sk_buff: len
 
@@ -103,17 +105,21 @@ def _notify(a: Assembler, events_fd: int, kind: int, label: str) -> None:
 
 
 def splice_bounded_verdict(targets: Any, flows: Any, forwarded: Any, events: Any, *, queue_bytes: int,
-                           pass_bytes: int, ring: int = RING) -> Program:
+                           pass_bytes: int, ring: int = RING, pressure_bytes: int | None = None) -> Program:
     """SK_SKB verdict of the bounded splice (see the module docstring); attach as ``SK_SKB_VERDICT``.
 
     ``targets``: SOCKHASH by cookie (redirect targets); ``flows``: HASH cookie -> ``SpliceFlow``;
-    ``forwarded``: HASH cookie -> u64 bytes user space forwarded; ``events``: RINGBUF.
+    ``forwarded``: HASH cookie -> u64 passed bytes user space has read; ``events``: RINGBUF.
     ``queue_bytes``: bytes that may wait in a target's psock queue; ``ring``: skbs that may wait
-    there (a power of two up to ``RING``); ``pass_bytes``: bytes that may wait for user space.
+    there (a power of two up to ``RING``); ``pass_bytes``: bytes that may wait for user space;
+    ``pressure_bytes`` (default half of ``queue_bytes``): past it, ``EVENT_PRESSURE`` tells user
+    space, which may take the direction over before the bound is reached.
     """
+    pressure_bytes = queue_bytes // 2 if pressure_bytes is None else pressure_bytes
     if isinstance(ring, bool) or not isinstance(ring, int) or not 0 < ring <= RING or ring & (ring - 1):
         raise ValueError(f"ring must be a power of two between 1 and {RING}, not {ring!r}")
-    for name, value in (("queue_bytes", queue_bytes), ("pass_bytes", pass_bytes)):
+    for name, value in (("queue_bytes", queue_bytes), ("pass_bytes", pass_bytes),
+                        ("pressure_bytes", pressure_bytes or 1)):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < (1 << 30):
             raise ValueError(f"{name} must be a positive int below 1 GiB, not {value!r}")
     targets_fd, targets_type, targets_key = _map(targets, "targets")
@@ -157,6 +163,12 @@ def splice_bounded_verdict(targets: Any, flows: Any, forwarded: Any, events: Any
     a.ldx(DW, R4, R7, _off("redirected")).ldx(DW, R5, R7, _off("passed")).add64(R4, R5)
     a.mov32(R5, R4).sub32(R5, R1).add32(R5, R8)
     a.jgt32(R5, queue_bytes, "start_passing")
+    # past pressure_bytes, say so (once; r1 and r4 wait on the stack meanwhile)
+    a.jle32(R5, pressure_bytes, "calm")
+    a.stx(DW, FP, R1, -40).stx(DW, FP, R4, -48)
+    _notify(a, events_fd, EVENT_PRESSURE, "pressure_told")
+    a.ldx(DW, R1, FP, -40).ldx(DW, R4, FP, -48)
+    a.label("calm")
     # ring[head]: where the skb redirected `ring` skbs ago ends; still unwritten -> `ring` skbs wait
     a.ldx(W, R2, R7, _off("head")).and32(R2, ring - 1).lsh64(R2, 2)
     a.mov64(R3, R7).add64(R3, _off("ring")).add64(R3, R2)
@@ -169,18 +181,10 @@ def splice_bounded_verdict(targets: Any, flows: Any, forwarded: Any, events: Any
     a.call(Helper.sk_redirect_hash)
     a.exit()
 
-    # Passing: resume once user space has forwarded every passed byte.
-    a.label("passing")
-    a.ld_map_fd(R1, forwarded_fd).mov64(R2, FP).add64(R2, -8).call(Helper.map_lookup_elem)
-    a.mov64(R3, 0).jeq(R0, 0, "unforwarded")
-    a.ldx(DW, R3, R0, 0)
-    a.ldx(DW, R4, R7, _off("passed")).jne(R3, R4, "unforwarded")
-    a.ldx(W, R2, R7, _off("flags")).and32(R2, ~PASSING & 0xFFFFFFFF).stx(W, R7, R2, _off("flags"))
-    a.ldx(W, R2, R7, _off("notified")).and32(R2, ~EVENT_PASSING & 0xFFFFFFFF).stx(W, R7, R2, _off("notified"))
-    a.ja("redirect")
-
+    # Passing, for good: user space takes the direction over (it takes the socket out of the map).
     a.label("start_passing")
     a.ldx(W, R2, R7, _off("flags")).or32(R2, PASSING).stx(W, R7, R2, _off("flags"))
+    a.label("passing")
     a.ld_map_fd(R1, forwarded_fd).mov64(R2, FP).add64(R2, -8).call(Helper.map_lookup_elem)
     a.mov64(R3, 0).jeq(R0, 0, "unforwarded")
     a.ldx(DW, R3, R0, 0)
