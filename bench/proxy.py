@@ -3,7 +3,9 @@
 Each path moves ``--size`` bytes (1 GiB by default) from a client process to a sink process, in
 64 KiB ``sendall`` writes: ``direct`` (no relay), ``asyncio`` (a Protocol-based asyncio relay, the
 fastest pure-asyncio form) and ``splice`` (``pybpf.apps.proxy.SpliceProxy``: the kernel moves the
-bytes), the splice both with its own send-buffer default and with the kernel's. Every relay runs in
+bytes; a direction whose target falls behind leaves the sockmap for ``splice(2)``, so a bulk
+transfer into a slower sink mostly runs there, its copying charged to the relay process's system
+time), the splice both with its own send-buffer default and with the kernel's. Every relay runs in
 its own process (``bench/_relay.py``), and so do the client and the sink (``bench/_ends.py``).
 
 Per path: throughput; CPU seconds per GiB of the whole machine (``/proc/stat``: user + nice +

@@ -11,14 +11,19 @@ FIN) keeps its direction in user space.
 The bound. The kernel queues redirected bytes on the target's psock without accounting them, so
 an upstream that never reads would let a client park gigabytes in kernel memory. The verdict
 keeps per direction a ``SpliceFlow`` record and compares what it redirected with what the
-target's TCP has taken (its ``write_seq``): past ``queue_bytes`` (or ``RING`` skbs) waiting on
-the psock, the direction turns to *passing*: skbs stay with the source socket, charged to its
-receive buffer, so TCP closes the client's window once that buffer is full. The verdict announces
-it in a ring buffer; the proxy waits until the target has taken every redirected byte, forwards
-the passed bytes in order from user space and publishes the count; the next skb goes back to the
-kernel. What a pair can hold is then bounded by its send and receive buffers plus ``queue_bytes``
-and ``RING`` skbs per direction (``max_buffered`` splits into these); passed bytes beyond
-``pass_bytes`` (possible only when a client stops reading while it sends) drop the pair with a reset.
+target's TCP has taken (its ``write_seq``). Past half of ``queue_bytes`` waiting on the psock it
+warns (``EVENT_PRESSURE``, through a ring buffer): the proxy takes the direction out of the
+kernel's splice (the source leaves the verdict's map while a high ``SO_RCVLOWAT`` keeps the
+verdict from running) and carries it on with ``splice(2)`` once the psock queue has drained. TCP's
+own flow control then holds the client: nothing more is read than the target takes, and reading
+the usual way reopens the client's window on time (a socket whose verdict frees its receive queue
+sends no window update, and a client facing a shut window waits for its persist timer, 200 ms).
+Past ``queue_bytes`` (or ``ring`` skbs), before the proxy could react, the direction turns
+*passing* for good: skbs stay with the source socket, charged to its receive buffer, which shuts
+the client's window, and the proxy relays what is passed. Bytes passed and unread beyond
+``pass_bytes`` (possible only when a client stops reading while it sends) drop the pair with a
+reset. What a pair holds is bounded by its send and receive buffers, ``queue_bytes``, ``ring``
+skbs and, once demoted, a pipe, per direction (``max_buffered`` splits into these, see ``Budget``).
 
 The rest, measured on Linux 6.18:
 
@@ -185,11 +190,12 @@ class Budget:
               queue_bytes: int | None = None) -> Budget:
         """Split ``max_buffered`` (per pair). Each direction may hold half of it: the send buffer
         (by default an eighth of the half, given to ``setsockopt``: a quarter once the kernel
-        doubles it), the receive buffer (a sixty-fourth, at least ``_MIN_RCVBUF``) and a margin
-        for the receive path (``pass_bytes``), an eighth for the skbs' overhead (``ring`` skbs of
-        ``_SKB_COST``), and the psock queue (``queue_bytes``: by default a quarter, at most what
-        is left). What stays unused keeps the pipeline short: every byte queued is latency at the
-        end of a stream. ValueError when the shares do not fit."""
+        doubles it), the receive buffer (a sixty-fourth, at least ``_MIN_RCVBUF``), ``pass_bytes``
+        (twice the doubled receive buffer: what TCP admits past it while it prunes), an eighth for
+        the skbs' overhead (``ring`` skbs of ``_SKB_COST``), and the psock queue (``queue_bytes``:
+        by default a quarter, at most what is left). A demoted direction's receive buffer takes
+        the psock's shares (``demoted_rcvbuf``). What stays unused keeps the pipeline short: every
+        byte queued is latency at the end of a stream. ValueError when the shares do not fit."""
         if isinstance(max_buffered, bool) or not isinstance(max_buffered, int) or max_buffered <= 0:
             raise ValueError(f"max_buffered must be a positive number of bytes, not {max_buffered!r}")
         half = max_buffered // 2
