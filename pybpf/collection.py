@@ -12,28 +12,33 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
-import struct
-import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ._sys.constants import MapType, Pinning
-from .asm.insn import LD_IMM64, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE
-from .btf import BtfHandle
+from ._sys.traits import MAP_TYPES
+from .asm.patch import set_map
+from .btf import BTF, BtfHandle
 from .btf import load as load_btf
+from .btf.core import POISON, Poisoned, kernel_targets, relocate
+from .btf.typed import map_types
 from .elf import ElfObject, ObjectBTF, read_object
-from .errors import BPFError
+from .elf.btf import KCONFIG
+from .externs import kconfig_data
+from .externs import resolve as resolve_externs
+from .errors import BPFError, VerifierError
 from .map import Map, MapInfo, MapSpec
-from .map.spec import map_type_name
+from ._sys.traits import map_type_name
 from .map.codec import possible_cpus
-from .programs import Program, ProgramSpec
+from .pins import make_pin_dir
+from .programs import Link, Program, ProgramSpec
+from .variables import Variables, VariableSpecs
 
 DEFAULT_PIN_ROOT = Path("/sys/fs/bpf")
 """Where maps pinned by name go when ``load`` is given no ``pin_root`` (libbpf's default)."""
 
 _FD_VALUES = (MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS, MapType.PROG_ARRAY)
-_IMM = struct.Struct("=i")
 _T = TypeVar("_T")
 
 
@@ -49,6 +54,17 @@ class CollectionSpec:
     maps: dict[str, MapSpec] = dataclasses.field(default_factory=dict)
     programs: dict[str, ProgramSpec] = dataclasses.field(default_factory=dict)
     btf: ObjectBTF | None = None
+    kconfig: str | os.PathLike[str] | None = None
+    """The kernel configuration ``__kconfig`` externs read (default: ``/proc/config.gz``, then
+    ``/boot/config-$(uname -r)``)."""
+
+    @property
+    def variables(self) -> VariableSpecs:
+        """Global variables by name (``.data``, ``.rodata``, ``.bss``): set initial values before
+        ``load()``, checked against their BTF types (size, range)."""
+        if self.btf is None:
+            raise ValueError("the object has no BTF: its global variables have no names or types")
+        return VariableSpecs(self.btf.types, self.maps)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> CollectionSpec:
@@ -75,13 +91,39 @@ class CollectionSpec:
 class Collection:
     """Loaded ``maps`` and ``programs`` by name. Owns them: ``close()`` (or ``with``) closes them all."""
 
-    def __init__(self, maps: dict[str, Map], programs: dict[str, Program]) -> None:
-        """Take ownership of ``maps`` and ``programs``."""
+    def __init__(self, maps: dict[str, Map], programs: dict[str, Program], btf: BTF | None = None) -> None:
+        """Take ownership of ``maps`` and ``programs``; ``btf`` (the object's) names their variables."""
         self.maps = maps
         self.programs = programs
+        self.links: dict[str, Link] = {}
+        """Links made by ``attach_all``, by program name; closed (detached) with the collection."""
+        self._btf = btf
+        self._variables: Variables | None = None
+
+    def attach_all(self) -> dict[str, Link]:
+        """Attach every program whose section name says where, as a libbpf skeleton does
+        (``tracepoint/syscalls/sys_enter_openat``, ``kprobe/do_unlinkat``, ``uprobe//path:func``,
+        ``fentry/func``, ...); others are left alone. The collection owns the links."""
+        from .programs.tracing import attach_programs
+
+        self.links.update(attach_programs({n: p for n, p in self.programs.items() if n not in self.links}))
+        return dict(self.links)
+
+    @property
+    def variables(self) -> Variables:
+        """Global variables by name, read and written through the data maps' memory (``.rodata``
+        reads only)."""
+        if self._btf is None:
+            raise ValueError("the collection has no BTF: its global variables have no names or types")
+        if self._variables is None:
+            self._variables = Variables(self._btf, self.maps)
+        return self._variables
 
     def close(self) -> None:
-        """Close every program and map (pinned and attached ones live on). Idempotent."""
+        """Detach what ``attach_all`` attached; close every program and map (pinned and otherwise
+        attached ones live on). Idempotent."""
+        for link in self.links.values():
+            link.close()
         for program in self.programs.values():
             program.close()
         for bpf_map in self.maps.values():
@@ -121,8 +163,8 @@ class _Loader:
                 self.btf = load_btf(self.spec.btf.data)
             for name, spec in self.spec.maps.items():
                 self.maps[name] = _noting(f"map {name!r}", self._map, name, spec)
-            for name, spec in self.spec.programs.items():
-                self.programs[name] = _noting(f"program {name!r} (section {getattr(spec, 'section', '')!r})", self._program, spec)
+            for name, program in self.spec.programs.items():
+                self.programs[name] = _noting(f"program {name!r} (section {program.section!r})", self._program, program)
             for name, spec in self.spec.maps.items():
                 _noting(f"the static values of map {name!r}", self._static_values, name, spec)
         except BaseException:
@@ -131,7 +173,7 @@ class _Loader:
         finally:
             if self.btf is not None:
                 self.btf.close()
-        return Collection(self.maps, self.programs)
+        return Collection(self.maps, self.programs, self.spec.btf.types if self.spec.btf is not None else None)
 
     def _map(self, name: str, spec: MapSpec) -> Map:
         changes: dict[str, Any] = {}
@@ -141,20 +183,26 @@ class _Loader:
             changes["inner_map"] = spec.inner_map.copy(btf=self.btf)
         if spec.type in _FD_VALUES:
             changes["contents"] = ()  # filled once every map and program exists
+        if self.spec.btf is not None and _takes_btf_types(spec.type) and (spec.key is None or spec.value is None):
+            key, value = map_types(self.spec.btf.types, spec.btf_key_type_id, spec.btf_value_type_id, name, spec.key_size or 0, spec.value_size or 0)
+            changes["key"] = spec.key if spec.key is not None else key
+            changes["value"] = spec.value if spec.value is not None else value
+        if name == KCONFIG and self.spec.btf is not None:
+            changes["contents"] = ((0, kconfig_data(self.spec.btf.externs.values(), self.spec.btf.types, spec.value_size or 0, self.spec.kconfig)),)
         if spec.type == MapType.PERF_EVENT_ARRAY and not spec.max_entries:
             changes["max_entries"] = possible_cpus()
         if changes:
             spec = spec.copy(**changes)
         path = self.pin_root / name if spec.pinning == Pinning.BY_NAME else None
-        if path is not None and os.path.exists(path):
+        if path is not None and os.path.lexists(path):
             self.reused.add(name)
             return _reuse(name, spec, path)
         created = Map.create(spec)
         try:
-            if name.startswith(".rodata"):
+            if name.startswith(".rodata") or name == KCONFIG:
                 created.freeze()
             if path is not None:
-                self.pin_root.mkdir(parents=True, exist_ok=True)
+                make_pin_dir(self.pin_root)
                 created.pin(path)
                 self.pinned.append(path)
         except BaseException:
@@ -164,12 +212,29 @@ class _Loader:
 
     def _program(self, spec: ProgramSpec) -> Program:
         code = bytearray(spec.instructions())
-        for ref in getattr(spec, "references", ()):
-            _point_at(code, ref.insn, self.maps[ref.map].fd, ref.offset, spec.name)
+        poisoned: list[Poisoned] = []
+        if spec.core_relos:
+            assert self.spec.btf is not None
+            poisoned = relocate(code, spec.core_relos, self.spec.btf.types, kernel_targets(), spec.name)
+        if spec.externs:
+            assert self.spec.btf is not None
+            resolve_externs(code, spec.externs, self.spec.btf.externs, self.spec.btf.types, spec.name)
+        for ref in spec.references:
+            try:
+                set_map(code, ref.insn, self.maps[ref.map].fd, ref.offset)
+            except ValueError as err:
+                raise ValueError(f"program {spec.name!r}: {err}") from None
         btf = spec.btf
         if btf is None and (spec.func_info or spec.line_info):
             btf = self.btf
-        return Program.load(spec.copy(insns=bytes(code), btf=btf))
+        try:
+            return Program.load(spec.copy(insns=bytes(code), btf=btf))
+        except VerifierError as err:
+            if not poisoned or str(POISON) not in err.log:
+                raise
+            reasons = "; ".join(f"instruction {p.insn}: {p.description}" for p in poisoned)
+            raise VerifierError(err.errno or errno.EINVAL, err.op, err.name, log=err.log,
+                                message=f"CO-RE relocations of program {spec.name!r} failed and the verifier reached them: {reasons}") from None
 
     def _static_values(self, name: str, spec: MapSpec) -> None:
         """Put the inner maps and programs named in ``contents`` in their slots."""
@@ -201,15 +266,19 @@ def _noting(what: str, step: Callable[..., _T], *args: Any) -> _T:
         raise
 
 
+def _takes_btf_types(map_type: MapType | int) -> bool:
+    traits = MAP_TYPES.get(map_type)  # type: ignore[arg-type]
+    return traits is not None and traits.btf_types and not traits.fd_values
+
+
 def _check(spec: CollectionSpec) -> None:
     """Refuse, before any syscall, what cannot load: unknown program types, dangling names."""
     for name, program in spec.programs.items():
-        section = getattr(program, "section", "")
         if not program.type:
-            raise ValueError(f"program {name!r}: section {section!r} does not say its type; set CollectionSpec.programs[{name!r}].type")
-        if getattr(program, "core_relos", ()):
-            raise ValueError(f"program {name!r} uses CO-RE relocations (preserve_access_index, BPF_CORE_READ), which pybpf does not apply")
-        for ref in getattr(program, "references", ()):
+            raise ValueError(f"program {name!r}: section {program.section!r} does not say its type; set CollectionSpec.programs[{name!r}].type")
+        if (program.core_relos or program.externs) and spec.btf is None:
+            raise ValueError(f"program {name!r} has CO-RE relocations or externs but the collection has no BTF to read them with")
+        for ref in program.references:
             if ref.map not in spec.maps:
                 raise ValueError(f"program {name!r} refers to map {ref.map!r}, which is not in the collection's maps")
     for name, bpf_map in spec.maps.items():
@@ -224,7 +293,7 @@ def _check(spec: CollectionSpec) -> None:
 
 def _reuse(name: str, spec: MapSpec, path: Path) -> Map:
     """The map pinned at ``path``, if it matches ``spec``; else an error listing the differences."""
-    found = Map.from_pin(path)
+    found = Map.from_pin(path, owner_only=True)
     try:
         differences = _differences(spec, found.info())
     except BaseException:
@@ -247,15 +316,3 @@ def _differences(spec: MapSpec, info: MapInfo) -> list[str]:
         ("map_extra", spec.map_extra, info.map_extra),
     )
     return [f"{field}: {want} (object) != {have} (pinned)" for field, want, have in pairs if want != have]
-
-
-def _point_at(code: bytearray, insn: int, fd: int, offset: int | None, program: str) -> None:
-    """Make the ``ld_imm64`` at ``insn`` load map ``fd`` (or the address ``offset`` into its value)."""
-    at = insn * 8
-    if at + 16 > len(code) or code[at] != LD_IMM64:
-        raise ValueError(f"program {program!r}: instruction {insn} is not an ld_imm64 to fill with a map")
-    src = PSEUDO_MAP_FD if offset is None else PSEUDO_MAP_VALUE
-    regs = code[at + 1]
-    code[at + 1] = (src << 4 | regs & 0x0F) if sys.byteorder == "little" else (regs & 0xF0 | src)
-    _IMM.pack_into(code, at + 4, fd)
-    _IMM.pack_into(code, at + 12, offset or 0)

@@ -9,16 +9,29 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+from typing import Any
 
 ENOTSUPP = 524
 """The kernel-internal "operation not supported" errno; Python's ``errno`` module has no name."""
 
 _HINTS = {
-    _errno.EPERM: "needs CAP_BPF (plus CAP_NET_ADMIN for networking programs), or CAP_SYS_ADMIN",
-    _errno.EACCES: "needs CAP_BPF (plus CAP_NET_ADMIN for networking programs), or CAP_SYS_ADMIN",
     ENOTSUPP: "the kernel does not support this operation for this object",
     _errno.EOPNOTSUPP: "the kernel does not support this operation for this object",
 }
+
+
+def permission_hint() -> str:
+    """Why the kernel said EPERM/EACCES, as far as the process can tell: a missing capability (only
+    when it is missing), RLIMIT_MEMLOCK on old kernels, or a refusal capabilities cannot lift."""
+    from ._sys import caps, rlimit
+
+    if not caps.can_bpf():
+        return "needs CAP_BPF (plus CAP_NET_ADMIN for networking programs, CAP_PERFMON for tracing), or CAP_SYS_ADMIN"
+    if refused := rlimit.refusal():
+        return refused
+    have = ", ".join(caps.names())
+    return (f"the process has {have}: the kernel refused it for another reason "
+            "(its configuration, a security module or lockdown, or this object's own rules)")
 
 
 def strerror(code: int) -> str:
@@ -29,26 +42,35 @@ def strerror(code: int) -> str:
 
 
 class BPFError(OSError):
-    """A failed ``bpf(2)`` (or related) call: ``errno``, ``op``, ``name`` and an optional ``hint``."""
+    """A failed ``bpf(2)`` (or related) call: ``errno``, ``op``, ``name`` and an optional ``hint``.
+
+    ``done`` is set by batch operations: how many elements were processed before the failure.
+    """
+
+    errno: int
+    """The kernel's errno (always set for these errors)."""
+    done: int | None = None
 
     def __init__(self, code: int, op: str, name: str = "", *, message: str = "", hint: str = "") -> None:
         self.op = op
         self.name = name
-        self.hint = hint if hint else _HINTS.get(code, "")
+        if not hint:
+            hint = permission_hint() if code in (_errno.EPERM, _errno.EACCES) else _HINTS.get(code, "")
+        self.hint = hint
         what = f"{op} {name!r}" if name else op
         text = f"{what}: {message or strerror(code)}"
         if self.hint:
             text += f" (hint: {self.hint})"
         super().__init__(code, text)
 
-    def __reduce__(self):  # keep pickling (multiprocessing) working with our signature
+    def __reduce__(self) -> tuple[Any, ...]:  # keep pickling (multiprocessing) working with our signature
         return (_rebuild, (type(self), self.errno, self.op, self.name, self.strerror, self.hint))
 
     def __str__(self) -> str:
         return f"[Errno {self.errno}] {self.strerror}"
 
 
-def _rebuild(cls: type, code: int, op: str, name: str, text: str, hint: str) -> BPFError:
+def _rebuild(cls: type[BPFError], code: int, op: str, name: str, text: str, hint: str) -> BPFError:
     err = cls.__new__(cls)
     OSError.__init__(err, code, text)
     err.op, err.name, err.hint = op, name, hint
@@ -92,11 +114,11 @@ class _LoggedError(BPFError):
         self.log = log
         super().__init__(code, op, name, message=message or f"{self.refused}: {_log_tail(log)}", hint=hint or self.log_hint)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_logged, (type(self), self.errno, self.op, self.name, self.strerror, self.hint, self.log))
 
 
-def _rebuild_logged(cls: type, code: int, op: str, name: str, text: str, hint: str, log: str) -> BPFError:
+def _rebuild_logged(cls: type[BPFError], code: int, op: str, name: str, text: str, hint: str, log: str) -> BPFError:
     err = _rebuild(cls, code, op, name, text, hint)
     err.log = log  # type: ignore[attr-defined]
     return err
@@ -132,3 +154,11 @@ _BY_ERRNO: dict[int, type[BPFError]] = {
 def error_for(code: int, op: str, name: str = "", *, message: str = "", hint: str = "") -> BPFError:
     """The typed error for an errno that has the same meaning for every object."""
     return _BY_ERRNO.get(code, BPFError)(code, op, name, message=message, hint=hint)
+
+
+class BTFError(ValueError):
+    """BTF data that is malformed, truncated or inconsistent; the message says what and where."""
+
+
+class ELFError(ValueError):
+    """A malformed, truncated or unsupported BPF object file; the message names the file and the part."""

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+import probes
+
 from pybpf._sys import commands
 from pybpf._sys.attrs import MapCreateAttr, MapElemAttr
 from pybpf._sys.constants import Cmd, MapType
@@ -64,6 +66,7 @@ from pybpf.btf import (
     parse_ext,
     vmlinux,
 )
+from pybpf.btf.sanitize import sanitize
 from pybpf.errors import ENOTSUPP
 
 nokernel = pytest.mark.nokernel
@@ -533,7 +536,8 @@ def test_load_and_read_back() -> None:
     with load(btf) as handle:
         info = handle.info()
         assert info.id == handle.id > 0 and not info.kernel and info.size == len(encode(btf))
-        assert parse(handle.raw()) == btf and handle.btf() == btf
+        expected = parse(sanitize(encode(btf)))  # kinds this kernel refuses are rewritten (pybpf.btf.sanitize)
+        assert parse(handle.raw()) == expected and handle.btf() == expected
         with BtfHandle.from_id(handle.id) as again:
             assert again.id == handle.id and again.fd != handle.fd
         with BtfHandle.from_fd(handle.fd) as dup:
@@ -558,6 +562,8 @@ def test_load_failure_carries_the_kernel_log() -> None:
 
 @kernel
 def test_kernel_vmlinux_btf_matches_sysfs() -> None:
+    if probes.release() < (5, 11):
+        probes.skip(f"BTF objects carry names (and a kernel flag) from Linux 5.11; this is {probes.running()}")
     found = [i for i in commands.iter_ids(Cmd.BTF_GET_NEXT_ID, "list BTF") if _btf_name(i) == "vmlinux"]
     assert found, "the kernel lists no vmlinux BTF"
     with BtfHandle.from_id(found[0]) as handle:

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pybpf.btf import BTF, BTFError, btf_from_ctypes, encode, parse, parse_ext
-from pybpf.btf.parse import _index
+from pybpf.btf.layout import index_records as _index
 from test_btf import MAPS_C, Key, Value, compile_bpf, every_kind
 
 pytestmark = pytest.mark.nokernel

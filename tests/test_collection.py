@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+import probes
+
 from pybpf import AttachType, BPFError, BtfHandle, MapFlags, MapType, PermissionDeniedError, ProgramType, VerifierError
 from pybpf.collection import Collection, CollectionSpec, load
 from test_elf import objects  # noqa: F401 - the session fixture compiling tests/bpf/*.c
@@ -94,6 +96,7 @@ def test_xskmap_seed(objects: dict[str, Path], no_fd_leak: None) -> None:
 
 @pytest.fixture
 def features(objects: dict[str, Path], pin_dir: Path) -> Collection:
+    probes.skip_if(probes.map_type("BLOOM_FILTER"))  # features.c defines one (Linux 5.16)
     spec = CollectionSpec.from_file(objects["features"])
     spec.programs["untyped"].type = ProgramType.SOCKET_FILTER
     loaded = spec.load(pin_root=pin_dir)
@@ -115,7 +118,7 @@ def test_rodata_is_frozen(features: Collection) -> None:
     assert rodata.flags == MapFlags.RDONLY_PROG | MapFlags.MMAPABLE and rodata.name == "features.rodata"
     with pytest.raises(PermissionDeniedError):
         rodata[0] = bytes(rodata.value_size)
-    assert b"hello\0" in rodata[0]
+    assert b"hello\0" in bytes(rodata[0])
 
 
 def test_btf_only_where_the_kernel_takes_it(features: Collection) -> None:
@@ -163,7 +166,7 @@ def test_pinned_map_is_reused(objects: dict[str, Path], pin_dir: Path, no_fd_lea
         assert os.listdir(pin_dir) == ["pinned_counts"]
         assert first.maps["pinned_counts"].id == second.maps["pinned_counts"].id
         first.maps["pinned_counts"][7] = 42
-        assert struct.unpack("=Q", second.maps["pinned_counts"][7]) == (42,)
+        assert second.maps["pinned_counts"][7] == 42  # typed from the pinned map's BTF
     assert os.listdir(pin_dir) == ["pinned_counts"]  # the pin outlives the collections
 
 
@@ -204,6 +207,8 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
 
 def test_sk_skb_verdict_echo_moves_traffic(objects: dict[str, Path], no_fd_leak: None) -> None:
     """The loaded sk_skb/verdict program sends what the server socket receives back to the client."""
+    if probes.release() < (5, 13):
+        probes.skip(f"the SK_SKB_VERDICT attach type needs Linux 5.13; this is {probes.running()}")
     with load(objects["sockets"]) as loaded:
         sock_map, echo = loaded.maps["sock_map"], loaded.programs["echo"]
         echo.attach(sock_map, AttachType.SK_SKB_VERDICT)

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 
+import probes
 import pytest
 
 import pybpf
@@ -27,6 +28,7 @@ from pybpf import (
     UpdateFlags,
 )
 from pybpf import possible_cpus
+from pybpf._sys.traits import MAP_TYPES
 
 pytestmark = pytest.mark.usefixtures("no_fd_leak")
 
@@ -176,9 +178,8 @@ def test_percpu_values_are_lists() -> None:
         assert h[1] == [b"abc"] * n
 
 
-def test_every_creatable_type() -> None:
-    inner = MapSpec(MapType.ARRAY, 4, 4, 2)
-    specs = [
+_INNER = MapSpec(MapType.ARRAY, 4, 4, 2)
+EVERY_TYPE = [
         MapSpec(MapType.HASH, 4, 4, 4),
         MapSpec(MapType.ARRAY, 4, 4, 4),
         MapSpec(MapType.PROG_ARRAY, 4, 4, 4),
@@ -190,8 +191,8 @@ def test_every_creatable_type() -> None:
         MapSpec(MapType.LRU_HASH, 4, 4, 4),
         MapSpec(MapType.LRU_PERCPU_HASH, 4, 4, 4, flags=MapFlags.NO_COMMON_LRU),
         MapSpec(MapType.LPM_TRIE, 8, 4, 4, flags=MapFlags.NO_PREALLOC),
-        MapSpec(MapType.ARRAY_OF_MAPS, 4, 4, 4, inner_map=inner),
-        MapSpec(MapType.HASH_OF_MAPS, 8, 4, 4, inner_map=inner),
+        MapSpec(MapType.ARRAY_OF_MAPS, 4, 4, 4, inner_map=_INNER),
+        MapSpec(MapType.HASH_OF_MAPS, 8, 4, 4, inner_map=_INNER),
         MapSpec(MapType.DEVMAP, 4, 4, 4),
         MapSpec(MapType.SOCKMAP, 4, 8, 4),
         MapSpec(MapType.CPUMAP, 4, 4, 4),
@@ -211,19 +212,29 @@ def test_every_creatable_type() -> None:
         *(MapSpec(t, key=ctypes.c_int32, value=ctypes.c_uint64, max_entries=0, flags=MapFlags.NO_PREALLOC)
           for t in (MapType.SK_STORAGE, MapType.INODE_STORAGE, MapType.TASK_STORAGE, MapType.CGRP_STORAGE)),
     ]
-    for spec in specs:
-        if not features.kernel_has(features.MAP_TYPE_SINCE[MapType(spec.type)]):
-            with pytest.raises(NotSupportedError, match=r"need Linux \d+\.\d+"):  # too old: said so, probe agrees
-                Map.create(spec)
-            assert not features.have_map_type(spec.type)
-            continue
-        assert features.have_map_type(spec.type)
-        with Map.create(spec) as m:
-            info = m.info()
-            assert info.type == spec.type, spec
-            assert (info.key_size, info.value_size, info.max_entries) == (spec.key_size, spec.value_size, spec.max_entries)
-            assert info.flags & MapFlags.NUMA_NODE if spec.numa_node is not None else True
-    assert {MapSpec(t).type for t in MapType if t} >= {s.type for s in specs}
+
+
+@pytest.mark.parametrize("spec", EVERY_TYPE, ids=lambda s: MapType(s.type).name + ("-numa" if s.numa_node is not None else ""))
+def test_every_creatable_type(spec: MapSpec) -> None:
+    reason = probes.map_type(MapType(spec.type).name)
+    if reason:  # the kernel lacks or refuses it (bpftool or a raw create says): pybpf must say so too, and why
+        since = MAP_TYPES[MapType(spec.type)].since
+        words = rf"need Linux {since[0]}\.{since[1]}" if probes.release() < since else "refuses|lacks"
+        with pytest.raises(NotSupportedError, match=words):
+            Map.create(spec)
+        assert not features.have_map_type(spec.type)
+        probes.skip(reason)
+    assert features.have_map_type(spec.type)
+    with Map.create(spec) as m:
+        info = m.info()
+        assert info.type == spec.type, spec
+        assert (info.key_size, info.value_size, info.max_entries) == (spec.key_size, spec.value_size, spec.max_entries)
+        assert info.flags & MapFlags.NUMA_NODE if spec.numa_node is not None else True
+        assert m.flags == info.flags, spec  # one truth: what the kernel reports
+
+
+def test_every_type_is_listed() -> None:
+    assert {s.type for s in EVERY_TYPE} == set(MAP_TYPES) - {MapType.STRUCT_OPS}  # STRUCT_OPS needs kernel struct types
 
 
 def test_subclass_per_type() -> None:
@@ -278,7 +289,7 @@ def test_bloom_filter() -> None:
 
 def test_map_of_maps_and_inner_template() -> None:
     inner = MapSpec(MapType.ARRAY, 4, 4, 2)
-    with Map.create(type=MapType.HASH_OF_MAPS, key_size=4, value_size=4, max_entries=4, inner_map=inner) as outer:
+    with Map.create(type=MapType.HASH_OF_MAPS, key_size=4, value_size=4, max_entries=4, inner_map=_INNER) as outer:
         with Map.create(inner) as a:
             outer[5] = a
             assert outer[5] == a.id
@@ -444,7 +455,7 @@ def test_no_fd_left_after_a_failed_create() -> None:
         Map.create(type=MapType.HASH, key_size=4, value_size=4, max_entries=2**31)
     inner = MapSpec(MapType.ARRAY, 4, 4, 2)
     with pytest.raises(BPFError):  # the inner template is made, the outer refused: nothing stays
-        Map.create(type=MapType.ARRAY_OF_MAPS, key_size=4, value_size=4, max_entries=4, inner_map=inner, numa_node=4000)
+        Map.create(type=MapType.ARRAY_OF_MAPS, key_size=4, value_size=4, max_entries=4, inner_map=_INNER, numa_node=4000)
     assert set(os.listdir("/proc/self/fd")) <= before | {str(max(map(int, before)) + 1)}
 
 

@@ -41,7 +41,8 @@ def test_eperm_names_the_operation_and_hints_cap_bpf() -> None:
 def test_suite_skips_with_a_reason_and_fails_when_kernel_is_required(tmp_path: Path) -> None:
     test_file = tmp_path / "test_probe.py"
     test_file.write_text("def test_needs_kernel():\n    pass\n")
-    (tmp_path / "conftest.py").write_text((ROOT / "tests" / "conftest.py").read_text())
+    for name in ("conftest.py", "probes.py"):
+        (tmp_path / name).write_text((ROOT / "tests" / name).read_text())
     os.chmod(tmp_path, 0o755)
     args = ["-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", str(test_file)]
     skipped = _run_unprivileged(*args)

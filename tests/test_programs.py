@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import probes
 import pytest
 
 from pybpf import AttachType, LinkType, Map, MapType, ProgramType, SockHash, SockMap, features
@@ -226,11 +227,12 @@ def test_target_must_be_a_socket_map(no_fd_leak: None) -> None:
 
 def _require_sockmap_links(prog: Program, target: Map, kind: AttachType) -> None:
     """Before 6.10 the kernel has no sockmap links: prove the refusal is clear, then skip."""
-    if features.kernel_has(features.SOCKMAP_LINK_SINCE):
+    reason = probes.sockmap_links()
+    if reason is None:
         return
     with pytest.raises(NotSupportedError, match="6.10"):
         prog.link(target, kind)
-    pytest.skip(f"sockmap links need Linux 6.10; this is {'.'.join(map(str, features.kernel_version()))}")
+    probes.skip(reason)
 
 
 def test_links_on_socket_maps(no_fd_leak: None, sock_map: Map, pin_dir: Path) -> None:

@@ -81,7 +81,8 @@ def maps() -> Iterator[dict[str, Map]]:
 READY: list[tuple[str, Callable[[dict[str, Map]], Program], ProgramType]] = [
     ("sk_skb_redirect map", lambda m: programs.sk_skb_redirect(m["sockmap"], 3), ProgramType.SK_SKB),
     ("sk_skb_redirect hash", lambda m: programs.sk_skb_redirect(m["sockhash"], 99, ingress=True), ProgramType.SK_SKB),
-    ("sk_skb_redirect fd", lambda m: programs.sk_skb_redirect(m["sockhash13"].fd, b"thirteen byte"), ProgramType.SK_SKB),
+    ("sk_skb_redirect from_fd", lambda m: programs.sk_skb_redirect(Map.from_fd(m["sockhash13"].fd), b"thirteen byte"),
+     ProgramType.SK_SKB),
     ("sk_msg_redirect map", lambda m: programs.sk_msg_redirect(m["sockmap"], 1, ingress=True), ProgramType.SK_MSG),
     ("sk_msg_redirect hash", lambda m: programs.sk_msg_redirect(m["sockhash13"], b"thirteen byte"), ProgramType.SK_MSG),
     ("sk_skb_pass", lambda m: programs.sk_skb_pass(), ProgramType.SK_SKB),
@@ -112,12 +113,14 @@ def test_ready_programs_check_their_maps(no_fd_leak: None, maps: dict[str, Map])
         programs.splice_verdict(maps["sockhash13"], maps["peers"])
     with pytest.raises(ValueError, match="REUSEPORT_SOCKARRAY"):
         programs.reuseport_select(maps["sockmap"], maps["control"])
-    with pytest.raises(ValueError, match="3 bytes but the map's keys are 8"):
+    with pytest.raises(ValueError, match="key must be 8 bytes, got 3"):
         programs.sk_msg_redirect(maps["sockhash"], b"abc")
-    with pytest.raises(ValueError, match="does not fit in 4 bytes"):
+    with pytest.raises(ValueError, match="out of range for 4 bytes"):
         programs.sk_skb_redirect(maps["sockmap"], 1 << 32)
-    with pytest.raises(TypeError, match="map"):
+    with pytest.raises(TypeError, match="Map"):
         programs.sk_skb_redirect("sockmap")
+    with pytest.raises(TypeError, match=r"count_map must be a Map \(Map.from_fd"):  # a count is not a map
+        programs.reuseport_hash(maps["array"], 3)
 
 
 # ---- traffic ---------------------------------------------------------------------------------

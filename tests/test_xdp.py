@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pybpf.apps.netns import Side, VethPair, veth_pair
+from pybpf.testing.netns import Side, VethPair, veth_pair
 from pybpf import IndexOutOfRangeError, Map, MapType, NotSupportedError
 from pybpf import XskMap
 from pybpf.programs import XdpMode, xsk_redirect
@@ -132,6 +132,20 @@ def test_socket_needs_a_ring_and_sane_flags() -> None:
 def test_queue_out_of_range_is_refused() -> None:
     with pytest.raises(ValueError, match=r"queue_id 7 is out of range: 'lo' has 1 receive queue"):
         XskSocket("lo", 7)
+
+
+@pytest.mark.nokernel
+def test_ring_offsets_in_both_layouts() -> None:
+    """Before Linux 5.4 ``XDP_MMAP_OFFSETS`` had no flags word per ring (96 bytes, not 128)."""
+    from pybpf._sys.xdp import parse_mmap_offsets
+
+    rings = [(0, 64, 128), (0, 64, 128), (0, 64, 128), (0, 64, 128)]
+    old = parse_mmap_offsets(b"".join(struct.pack("=3Q", *ring) for ring in rings))
+    assert (old.fr.producer, old.fr.consumer, old.fr.desc, old.fr.flags) == (0, 64, 128, 68)
+    new = parse_mmap_offsets(b"".join(struct.pack("=4Q", *ring, 72) for ring in rings))
+    assert (new.cr.consumer, new.cr.desc, new.cr.flags) == (64, 128, 72)
+    with pytest.raises(OSError, match="40 bytes"):
+        parse_mmap_offsets(bytes(40))
 
 
 @pytest.mark.nokernel
@@ -273,6 +287,22 @@ def test_sent_frames_reach_the_peer(net: VethPair, mode: XdpMode, no_fd_leak: No
         assert counts.free + counts.fill == counts.total and counts.kernel == 0, counts
 
 
+def test_one_send_empties_a_large_tx_ring(net: VethPair) -> None:
+    """Each copy-mode kick sends a kernel batch (16 frames on 5.10, 32 later, the ring on 6.17+):
+    one ``send`` must keep kicking until the whole ring is out, with no second call."""
+    count = 1024
+    frames = [ether(net.peer, net.local, b"%05d" % i + bytes(50)) for i in range(count)]
+    with xsk(net.local, rx_size=0, tx_size=count, comp_size=count) as sock, \
+            net.peer.packet_socket(0x88B5) as capture:
+        capture.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)  # SO_RCVBUFFORCE: room for the whole burst
+        assert sock.send(frames) == count
+        capture.settimeout(2)
+        got = [capture.recv(2048) for _ in range(count)]
+        assert got == frames
+        counts = settled(sock)
+        assert counts.free == counts.total and counts.kernel == 0, counts
+
+
 def test_send_checks_its_input(net: VethPair) -> None:
     with xsk(net.local, rx_size=0, tx_size=16) as sock:
         with pytest.raises(ValueError, match="does not fit"):
@@ -374,6 +404,23 @@ def test_shared_umem_across_two_queues(net2: VethPair, no_fd_leak: None) -> None
             with pytest.raises(ValueError, match="inherits"):
                 xsk(net2.local, 1, umem=umem, bind_flags=BindFlags.COPY)
         assert not umem.in_use and umem.frame_counts().free == 256
+
+
+def test_shared_umem_on_one_queue_shares_its_rings(net: VethPair, no_fd_leak: None) -> None:
+    """Two sockets on one queue share the FILL and COMPLETION rings, which outlive the first socket."""
+    with Umem(128, 2048) as umem, redirecting(net.local) as xskmap, net.peer.socket() as sender:
+        first = xsk(net.local, 0, umem=umem, rx_size=64, tx_size=16, fill_size=64, comp_size=16)
+        second = xsk(net.local, 0, umem=umem, rx_size=64, tx_size=0)
+        with second:
+            assert second.bind_flags & BindFlags.SHARED_UMEM
+            xskmap[0] = second  # the program now redirects queue 0's frames to the second socket
+            first.close()
+            for i in range(40):
+                sender.sendto(b"second %02d" % i, (net.local.ip, PORT))
+            assert [udp_payload(f) for f in collect(second, 40)] == [b"second %02d" % i for i in range(40)]
+            counts = settled(second)
+            assert counts.fill == 64 and counts.kernel == 0 and counts.total == 128, counts
+        assert not umem.in_use and umem.frame_counts().free == 128
 
 
 # ---- pcap ---------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import scale
 
-from pybpf.apps.netns import veth_pair
+from pybpf.testing.netns import veth_pair
 
 
 def test_capture_writes_a_pcap_tcpdump_reads(tmp_path: Path) -> None:

@@ -318,3 +318,46 @@ class BtfInfoStruct(ctypes.Structure):
         ("name_len", c_uint32),
         ("kernel_btf", c_uint32),
     ]
+
+
+def check_uint(value: object, field: str, bits: int = 32) -> int:
+    """``value`` as an unsigned ``bits``-bit integer for a kernel struct; TypeError/ValueError
+    naming ``field`` otherwise (ctypes would silently truncate or wrap it)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{field} must be an int, not {type(value).__name__}")
+    if not 0 <= value < 1 << bits:
+        raise ValueError(f"{field} {value} is out of range (0..{(1 << bits) - 1})")
+    return int(value)
+
+
+class EnableStatsAttr(_Attr):
+    """``BPF_ENABLE_STATS``."""
+
+    _fields_ = [("type", c_uint32)]
+
+
+class RawTracepointOpenAttr(_Attr):
+    """``BPF_RAW_TRACEPOINT_OPEN``: ``name`` 0 attaches a BTF-typed program at its load-time target."""
+
+    _fields_ = [
+        ("name", c_uint64),
+        ("prog_fd", c_uint32),
+        ("_pad", c_uint32),
+        ("cookie", c_uint64),
+    ]
+
+
+class TaskFdQueryAttr(_Attr):
+    """``BPF_TASK_FD_QUERY``: what program a process's perf event or raw tracepoint fd runs, and where."""
+
+    _fields_ = [
+        ("pid", c_uint32),
+        ("fd", c_uint32),
+        ("flags", c_uint32),
+        ("buf_len", c_uint32),
+        ("buf", c_uint64),
+        ("prog_id", c_uint32),
+        ("fd_type", c_uint32),
+        ("probe_offset", c_uint64),
+        ("probe_addr", c_uint64),
+    ]

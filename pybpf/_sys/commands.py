@@ -12,6 +12,8 @@ import errno
 import os
 from typing import Iterator
 
+from ..errors import BPFError, error_for
+from . import bpffs
 from .attrs import (
     GetIdAttr,
     InfoAttr,
@@ -25,9 +27,15 @@ from .attrs import (
     ProgAttachAttr,
     ProgInfoStruct,
     ProgQueryAttr,
+    check_uint,
 )
 from .constants import Cmd
 from .syscall import bpf
+
+_KINDS = {"anon_inode:bpf-map": "map", "anon_inode:bpf-prog": "program", "anon_inode:bpf_link": "link",
+          "anon_inode:bpf-link": "link", "anon_inode:btf": "BTF", "anon_inode:bpf-btf": "BTF"}
+"""What ``/proc/self/fd/N`` names a BPF fd: the kernel's own word for its kind (a link made here is
+``bpf_link``, one opened from a pin ``bpf-link``)."""
 
 
 def map_create(attr: MapCreateAttr, name: str = "") -> int:
@@ -40,16 +48,53 @@ def map_freeze(fd: int, name: str = "") -> None:
     bpf(Cmd.MAP_FREEZE, MapElemAttr(map_fd=fd), "freeze map", name)
 
 
+def object_kind(fd: int) -> str | None:
+    """What a BPF fd holds, as the kernel names it: "map", "program", "link", "BTF", or None."""
+    try:
+        return _KINDS.get(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:
+        return None
+
+
 def obj_pin(fd: int, path: str, what: str = "object") -> None:
-    """``BPF_OBJ_PIN``: pin a map, program or link at ``path`` in bpffs."""
-    buf = ctypes.create_string_buffer(os.fsencode(path))
-    bpf(Cmd.OBJ_PIN, ObjAttr(pathname=ctypes.addressof(buf), bpf_fd=fd), f"pin {what} at", path)
+    """``BPF_OBJ_PIN``: pin a map, program or link at ``path`` in bpffs (checked as a new pin:
+    no NUL, no directory another user controls)."""
+    place = bpffs.check_new(path)
+    buf = ctypes.create_string_buffer(os.fsencode(place))
+    try:
+        bpf(Cmd.OBJ_PIN, ObjAttr(pathname=ctypes.addressof(buf), bpf_fd=fd), f"pin {what} at", place)
+    except BPFError as err:
+        raise _pin_error(err, place) from None
 
 
-def obj_get(path: str, file_flags: int = 0, what: str = "object") -> int:
-    """``BPF_OBJ_GET``: open a pinned object; returns a new fd."""
-    buf = ctypes.create_string_buffer(os.fsencode(path))
-    return bpf(Cmd.OBJ_GET, ObjAttr(pathname=ctypes.addressof(buf), file_flags=file_flags), f"open pinned {what}", path)
+def obj_get(path: str, file_flags: int = 0, what: str = "object", owned: bool = False) -> int:
+    """``BPF_OBJ_GET``: open a pinned object without following symlinks (``owned``: only one that
+    belongs to this user or root); returns a new fd."""
+    try:
+        with bpffs.opened(path, owned=owned) as name:
+            return _obj_get(name, os.fspath(path), file_flags, what)
+    except FileNotFoundError:
+        raise error_for(errno.ENOENT, f"open pinned {what}", os.fspath(path)) from None
+
+
+def _obj_get(name: str, path: str, file_flags: int, what: str) -> int:
+    """``BPF_OBJ_GET`` of ``name`` (the checked pin as ``/proc/self/fd/N``); errors name ``path``."""
+    buf = ctypes.create_string_buffer(os.fsencode(name))
+    attr = ObjAttr(pathname=ctypes.addressof(buf), file_flags=check_uint(file_flags, "file_flags"))
+    try:
+        return bpf(Cmd.OBJ_GET, attr, f"open pinned {what}", path)
+    except BPFError as err:
+        raise _pin_error(err, path) from None
+
+
+def _pin_error(err: BPFError, path: str) -> BPFError:
+    """Name what refuses a pin or an open when it is not a missing capability."""
+    if err.errno in (errno.EPERM, errno.EACCES, errno.EINVAL) and not bpffs.is_bpffs(path):
+        return error_for(err.errno, err.op, path, message=f"{path} is not on a bpf file system (mount -t bpf bpf DIR)",
+                         hint="pins live on bpffs, usually /sys/fs/bpf")
+    if err.errno == errno.EINVAL:
+        return error_for(err.errno, err.op, path, message="not a pinned BPF object, or opened with flags it does not take")
+    return err
 
 
 def _next_id(cmd: int, start: int, op: str) -> int | None:
@@ -60,7 +105,7 @@ def _next_id(cmd: int, start: int, op: str) -> int | None:
         if err.errno == errno.ENOENT:  # no more ids
             return None
         raise
-    return attr.next_id
+    return int(attr.next_id)
 
 
 def iter_ids(cmd: int, op: str) -> Iterator[int]:
@@ -72,8 +117,10 @@ def iter_ids(cmd: int, op: str) -> Iterator[int]:
 
 
 def fd_by_id(cmd: int, obj_id: int, op: str, open_flags: int = 0) -> int:
-    """``BPF_{MAP,PROG,BTF,LINK}_GET_FD_BY_ID``; returns a new fd."""
-    return bpf(cmd, GetIdAttr(start_id=obj_id, open_flags=open_flags), op, f"id {obj_id}")
+    """``BPF_{MAP,PROG,BTF,LINK}_GET_FD_BY_ID``; returns a new fd. The id is range-checked (a
+    truncated id would open another object)."""
+    obj_id = check_uint(obj_id, "id")
+    return bpf(cmd, GetIdAttr(start_id=obj_id, open_flags=check_uint(open_flags, "open_flags")), op, f"id {obj_id}")
 
 
 def obj_info(fd: int, info: ctypes.Structure, op: str, name: str = "") -> ctypes.Structure:

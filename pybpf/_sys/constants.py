@@ -6,6 +6,7 @@ The public enums are re-exported by ``pybpf``; their names are the kernel's minu
 from __future__ import annotations
 
 import enum
+from typing import TypeVar
 
 
 class Cmd(enum.IntEnum):
@@ -265,3 +266,36 @@ class Pinning(enum.IntEnum):
 
 OBJ_NAME_LEN = 16
 """``BPF_OBJ_NAME_LEN``: map and program names are at most 15 bytes plus NUL."""
+
+
+_E = TypeVar("_E", bound=enum.IntEnum)
+
+
+def known(cls: type[_E], value: int) -> _E | int:
+    """``value`` as a member of ``cls`` when it names one, else the plain int (the kernel may be
+    newer than this library; the number is kept, never refused)."""
+    return cls(value) if value in cls._value2member_map_ else value
+
+
+def member(cls: type[_E], value: object, what: str) -> _E:
+    """``value`` (a member or its int) as a member of ``cls``; TypeError/ValueError naming ``what``
+    for anything else (input from a caller, checked before any syscall)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be a {cls.__name__}, not {value!r}")
+    if value not in cls._value2member_map_:
+        raise ValueError(f"{what}: unknown {cls.__name__} {value!r}")
+    return cls(value)
+
+
+class TestRunFlags(enum.IntFlag):
+    """``flags`` of ``BPF_PROG_TEST_RUN`` (``BPF_F_TEST_`` prefix dropped)."""
+
+    RUN_ON_CPU = 1 << 0
+    XDP_LIVE_FRAMES = 1 << 1
+    SKB_CHECKSUM_COMPLETE = 1 << 2
+
+
+class StatsType(enum.IntEnum):
+    """``enum bpf_stats_type`` for ``BPF_ENABLE_STATS``."""
+
+    RUN_TIME = 0

@@ -1,6 +1,6 @@
 """AF_XDP at the kernel's edge: constants and structs of ``include/uapi/linux/if_xdp.h``, the
 socket calls Python's ``socket`` module cannot make for an unknown family (``bind``), and the
-interface facts AF_XDP needs (index, queue counts) asked of the caller's network namespace.
+queue counts of an interface, asked of the caller's network namespace.
 
 Values checked against the 6.1 uapi header and the 6.18 kernel's BTF.
 """
@@ -14,6 +14,8 @@ import os
 import socket
 import struct
 from ctypes import c_uint16, c_uint32, c_uint64
+
+from .libc import libc
 
 AF_XDP = 44
 SOL_XDP = 283
@@ -90,6 +92,26 @@ class MmapOffsets(ctypes.Structure):
     _fields_ = [("rx", RingOffset), ("tx", RingOffset), ("fr", RingOffset), ("cr", RingOffset)]
 
 
+_RING_OFFSET_V1 = 3 * 8
+"""Before Linux 5.4 a ring's offsets had no ``flags`` (the flags word follows ``consumer``)."""
+
+
+def mmap_offsets(sock: socket.socket) -> MmapOffsets:
+    """``getsockopt(XDP_MMAP_OFFSETS)`` of an AF_XDP socket, in either layout."""
+    return parse_mmap_offsets(sock.getsockopt(SOL_XDP, XDP_MMAP_OFFSETS, ctypes.sizeof(MmapOffsets)))
+
+
+def parse_mmap_offsets(raw: bytes) -> MmapOffsets:
+    """Decode what ``XDP_MMAP_OFFSETS`` answered; the pre-5.4 layout (no flags word) is widened as
+    libbpf does, pointing ``flags`` at the (always zero) word after ``consumer``."""
+    if len(raw) == ctypes.sizeof(MmapOffsets):
+        return MmapOffsets.from_buffer_copy(raw)
+    if len(raw) != 4 * _RING_OFFSET_V1:
+        raise OSError(errno.EPROTO, f"XDP_MMAP_OFFSETS answered {len(raw)} bytes, a layout pybpf does not know")
+    rings = [struct.unpack_from("=3Q", raw, i * _RING_OFFSET_V1) for i in range(4)]
+    return MmapOffsets(*(RingOffset(prod, cons, desc, cons + 4) for prod, cons, desc in rings))
+
+
 class Statistics(ctypes.Structure):
     """``struct xdp_statistics``."""
 
@@ -117,14 +139,14 @@ class XdpDesc(ctypes.Structure):
 
 XDP_DESC_SIZE = ctypes.sizeof(XdpDesc)
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.bind.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32)
+_bind = libc.bind
+_bind.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32)
 
 
 def bind(fd: int, ifindex: int, queue_id: int, flags: int, shared_umem_fd: int = 0) -> None:
     """``bind(2)`` an AF_XDP socket to an interface queue; raises ``OSError`` with the errno."""
     addr = SockaddrXdp(AF_XDP, flags, ifindex, queue_id, shared_umem_fd)
-    if _libc.bind(fd, ctypes.addressof(addr), ctypes.sizeof(addr)) < 0:
+    if _bind(fd, ctypes.addressof(addr), ctypes.sizeof(addr)) < 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
 
@@ -135,16 +157,6 @@ def getsockopt_struct(sock: socket.socket, name: int, struct_type: type[ctypes.S
     out = struct_type()
     ctypes.memmove(ctypes.addressof(out), raw, min(len(raw), ctypes.sizeof(out)))
     return out
-
-
-def interface_index(ifname: str) -> int:
-    """The index of ``ifname`` in the caller's network namespace; ``ValueError`` naming it if none."""
-    if not isinstance(ifname, str):
-        raise TypeError(f"ifname must be an interface name (str), not {type(ifname).__name__}")
-    try:
-        return socket.if_nametoindex(ifname)
-    except OSError:
-        raise ValueError(f"no network interface named {ifname!r} (in this network namespace)") from None
 
 
 _SIOCETHTOOL = 0x8946

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pybpf
 from pybpf import XskMap
-from pybpf.apps.netns import veth_pair
+from pybpf.testing.netns import veth_pair
 from pybpf.apps.proxy import SpliceProxy
 from pybpf.apps.reuseport import Steering, reuseport_group
 from pybpf.xdp import XskSocket

@@ -126,8 +126,16 @@ PSEUDO_MAP_FD = 1
 """``src`` of ``LD_IMM64``: ``imm`` is a map fd, the kernel loads the map's address."""
 PSEUDO_MAP_VALUE = 2
 """``src`` of ``LD_IMM64``: low half a map fd, high half an offset into its value (array maps)."""
+PSEUDO_BTF_ID = 3
+"""``src`` of ``LD_IMM64``: ``imm`` is a kernel BTF id of a variable (``__ksym``), the kernel loads its address."""
+PSEUDO_FUNC = 4
+"""``src`` of ``LD_IMM64``: ``imm`` is a relative offset to a BPF function, the kernel loads its address."""
+CALL = Class.JMP | JmpOp.CALL
+"""The call opcode: a helper (``src`` 0), a BPF function or a kernel function (``src`` a pseudo)."""
 PSEUDO_CALL = 1
 """``src`` of ``CALL``: ``imm`` is a relative offset to a BPF function, not a helper id."""
+PSEUDO_KFUNC_CALL = 2
+"""``src`` of ``CALL``: ``imm`` is the BTF id of a kernel function (``off``: the BTF fd's index, 0 for vmlinux)."""
 
 _S32 = (-(1 << 31), (1 << 32) - 1)
 _S64 = (-(1 << 63), (1 << 64) - 1)

@@ -7,13 +7,14 @@
 
 from .build import Builder, btf_from_ctypes
 from .encode import encode
-from .errors import BTFError, BTFLoadError
+from ..errors import BTFError, BTFLoadError
 from .ext import BTFExt, CoreRelo, CoreReloKind, FuncInfo, LineInfo, parse_ext
 from .load import BtfHandle, BtfInfo, load, load_map_types
 from .mapdef import MapDef, map_array, map_def, map_defs, map_type, map_uint
 from .parse import parse, vmlinux
 from .spec import BTF
 from .strings import StringTable
+from .typed import BTFTypeWarning
 from .types import (
     Array,
     Const,
@@ -51,6 +52,7 @@ __all__ = [
     "BTFError",
     "BTFExt",
     "BTFLoadError",
+    "BTFTypeWarning",
     "Array",
     "BtfHandle",
     "BtfInfo",

@@ -7,12 +7,12 @@ import dataclasses
 import re
 import sys
 
-from .errors import BTFError
+from ..errors import BTFError
 from .spec import BTF
 from .types import Array, Float, Int, IntEncoding, Member, Pointer, Struct, Type, Union
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_CTYPES = (ctypes._SimpleCData, ctypes.Array, ctypes.Structure, ctypes.Union, ctypes._Pointer)  # type: ignore[attr-defined]
+_CTYPES = (ctypes._SimpleCData, ctypes.Array, ctypes.Structure, ctypes.Union, ctypes._Pointer)
 
 
 class Builder:
@@ -111,9 +111,11 @@ class _Converter:
             if base in _FLOATS:
                 return self._shared(base, Float(name=_FLOATS[base], size=ctypes.sizeof(base)))
         if issubclass(ctype, ctypes.Array):
-            element = self.add(ctype._type_)
+            element_type: type = getattr(ctype, "_type_")
+            length: int = getattr(ctype, "_length_")
+            element = self.add(element_type)
             index = self.add(ctypes.c_uint)
-            return self.builder.add(Array(type=element, index_type=index, nelems=ctype._length_))
+            return self.builder.add(Array(type=element, index_type=index, nelems=length))
         if issubclass(ctype, ctypes._Pointer):
             pointer = self.builder.reserve()  # the target may point back here
             self.ids[ctype] = pointer

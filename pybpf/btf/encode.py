@@ -6,7 +6,9 @@ import sys
 from array import array
 from collections.abc import Callable
 
-from .errors import BTFError
+from ..errors import BTFError
+from .layout import HEADER_SIZE as _HEADER_SIZE
+from .layout import MAGIC as _MAGIC
 from .spec import BTF
 from .strings import StringTableBuilder
 from .types import (
@@ -27,8 +29,6 @@ from .types import (
     Var,
 )
 
-_MAGIC = 0xEB9F
-_HEADER_SIZE = 24
 _U32 = 0xFFFFFFFF
 
 
@@ -59,7 +59,7 @@ def encode(btf: BTF, *, byteorder: str = sys.byteorder) -> bytes:
     header = array("I", [_HEADER_SIZE, 0, type_len, type_len, len(str_data)])
     if byteorder != sys.byteorder:
         header.byteswap()
-    magic = _MAGIC.to_bytes(2, byteorder) + bytes([1, 0])
+    magic = _MAGIC.to_bytes(2, "little" if byteorder == "little" else "big") + bytes([1, 0])
     return magic + header.tobytes() + words.tobytes() + str_data
 
 
@@ -80,13 +80,13 @@ def _u32(value: int, what: str) -> int:
     return value
 
 
-def _head(words: array, name_off: int, t: Type, vlen: int, kflag: bool, size_or_type: int) -> None:
+def _head(words: array[int], name_off: int, t: Type, vlen: int, kflag: bool, size_or_type: int) -> None:
     if not 0 <= vlen <= 0xFFFF:
         raise ValueError(f"{vlen} items do not fit in vlen (16 bits)")
     words.extend((name_off, (int(kflag) << 31) | (t.kind << 24) | vlen, _u32(size_or_type, "size/type")))
 
 
-def _encode_type(t: Type, add: Callable[[str], int], words: array) -> None:
+def _encode_type(t: Type, add: Callable[[str], int], words: array[int]) -> None:
     name = add(t.name)
     if isinstance(t, Int):
         if not (0 <= t.bits <= 0xFF and 0 <= t.offset <= 0xFF and 0 <= t.encoding <= 0xF):
@@ -135,8 +135,8 @@ def _encode_type(t: Type, add: Callable[[str], int], words: array) -> None:
         words.append(_u32(t.linkage, "linkage"))
     elif isinstance(t, Datasec):
         _head(words, name, t, len(t.vars), False, t.size)
-        for v in t.vars:
-            words.extend((_u32(v.type, "variable type"), _u32(v.offset, "offset"), _u32(v.size, "size")))
+        for secinfo in t.vars:
+            words.extend((_u32(secinfo.type, "variable type"), _u32(secinfo.offset, "offset"), _u32(secinfo.size, "size")))
     elif isinstance(t, Float):
         _head(words, name, t, 0, False, t.size)
     elif isinstance(t, DeclTag):

@@ -14,7 +14,7 @@ import struct
 from collections.abc import Callable
 from typing import TypeVar
 
-from .errors import BTFError
+from ..errors import BTFError
 from .parse import byte_order
 from .spec import BTF
 

@@ -15,11 +15,11 @@ from .._fd import FdOwner
 from .._sys import commands
 from .._sys.btf import btf_info, btf_load
 from .._sys.constants import Cmd
-from ..errors import BPFError
+from ..errors import BPFError, BTFLoadError
 from .build import btf_from_ctypes
 from .encode import encode
-from .errors import BTFLoadError
 from .parse import parse, vmlinux
+from .sanitize import sanitize
 from .spec import BTF
 
 LOG_SIZE = 256 * 1024
@@ -67,9 +67,15 @@ class BtfHandle(FdOwner):
         return self._id
 
     def info(self) -> BtfInfo:
-        """The kernel's ``bpf_btf_info``: id, size of the raw BTF, name, whether it is the kernel's."""
+        """The kernel's ``bpf_btf_info``: id, size of the raw BTF, name, whether it is the kernel's
+        (name and kernel flag: Linux 5.11+; empty and False before)."""
         name = ctypes.create_string_buffer(_NAME_SIZE)
-        raw = btf_info(self.fd, name_buf=name)
+        try:
+            raw = btf_info(self.fd, name_buf=name)
+        except BPFError as err:
+            if err.errno != errno.E2BIG:
+                raise
+            raw = btf_info(self.fd)  # before Linux 5.11 BTF objects have no name or kernel flag
         return BtfInfo(id=raw.id, size=raw.btf_size, name=name.value.decode(errors="replace"), kernel=bool(raw.kernel_btf))
 
     def raw(self) -> bytes:
@@ -94,18 +100,19 @@ class BtfHandle(FdOwner):
 
 
 def load(btf: BTF | bytes, name: str = "") -> BtfHandle:
-    """Load BTF into the kernel (``BPF_BTF_LOAD``).
+    """Load BTF into the kernel (``BPF_BTF_LOAD``), kinds this kernel refuses rewritten first
+    (``pybpf.btf.sanitize``: ENUM64 before 6.0, TYPE_TAG before 5.17, ...).
 
     On refusal, raises ``BTFLoadError`` with the kernel's log (``.log``; its tail is in the message)
     and the errno of the refusal; ``PermissionDeniedError`` without CAP_BPF.
     """
-    data = encode(btf) if isinstance(btf, BTF) else bytes(btf)
+    data = sanitize(encode(btf) if isinstance(btf, BTF) else bytes(btf))
     try:
         return BtfHandle(btf_load(data, name=name))
     except BPFError as err:
         if err.errno in (errno.EPERM, errno.EACCES):
             raise
-        refusal = err.errno
+        refusal = err.errno or errno.EINVAL
     log = ctypes.create_string_buffer(LOG_SIZE)
     try:
         fd = btf_load(data, log, log_level=1, name=name)

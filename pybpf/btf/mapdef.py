@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from .errors import BTFError
+from ..errors import BTFError
 from .spec import BTF
 from .types import Array, Datasec, FuncProto, Member, Pointer, Struct, Type, Union, Var
 
@@ -134,5 +134,5 @@ def map_defs(btf: BTF, section: str = MAPS_SECTION) -> dict[str, MapDef]:
             var = btf.type_by_id(secinfo.type)
             if not isinstance(var, Var):
                 raise BTFError(f"{section}: {var.describe()} is not a variable")
-            found[var.name] = map_def(btf, var.type, var.name)
+            found[var.name] = map_def(btf, btf.type_by_id(var.type), var.name)
     return found

@@ -12,8 +12,10 @@ import struct
 import sys
 from array import array
 from collections.abc import Callable
+from typing import TypeVar
 
-from .errors import BTFError
+from ..errors import BTFError
+from .layout import HEADER_SIZE, index_records
 from .spec import BTF, _Lazy
 from .strings import StringTable
 from .types import (
@@ -48,21 +50,7 @@ from .types import (
     references,
 )
 
-MAGIC = 0xEB9F
-"""``BTF_MAGIC``, in the byte order of the data."""
-
-HEADER_SIZE = 24
-"""``sizeof(struct btf_header)``."""
-
-MAX_TYPES = 0xFFFFF
-"""``BTF_MAX_TYPE``: type ids are 20 bits."""
-
 VMLINUX_PATH = "/sys/kernel/btf/vmlinux"
-
-_KINDS = 20
-# words after the 3-word ``struct btf_type`` head: fixed, and per ``vlen`` item (-1: not a kind)
-_FIXED = [-1, 1, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0, 0] + [-1] * 12
-_PER_ITEM = [0, 0, 0, 0, 3, 3, 2, 0, 0, 0, 0, 0, 0, 2, 0, 3, 0, 0, 0, 3] + [0] * 12
 
 
 def byte_order(data: bytes) -> str:
@@ -104,41 +92,13 @@ def parse(data: bytes, *, base: BTF | None = None, lazy: bool = False) -> BTF:
     if order != sys.byteorder:
         words.byteswap()
     first = len(base) if base is not None else 1
-    offsets, name_offsets = _index(words, first)
+    offsets, name_offsets = index_records(words, first)
     decoder = _Decoder(words, offsets, strings, first, first + len(offsets))
     btf = BTF._from_parse(len(offsets), _Lazy(decoder.decode, name_offsets), strings, base)
     if not lazy:
         for type_id in range(first, len(btf)):
             btf.type_by_id(type_id)
     return btf
-
-
-def _index(words: array, first: int) -> tuple[array, array]:
-    """Where each type record starts (in words) and its name offset, checking kinds and lengths."""
-    offsets = array("I")
-    names = array("I")
-    fixed, per_item = _FIXED, _PER_ITEM
-    pos, total = 0, len(words)
-    while pos < total:
-        if pos + 3 > total:
-            raise BTFError(f"type [{first + len(offsets)}]: truncated record ({(total - pos) * 4} bytes left of 12)")
-        info = words[pos + 1]
-        kind = (info >> 24) & 0x1F
-        extra = fixed[kind]
-        if extra < 0:
-            raise BTFError(f"type [{first + len(offsets)}]: unknown kind {kind}")
-        step = 3 + extra + per_item[kind] * (info & 0xFFFF)
-        if pos + step > total:
-            raise BTFError(
-                f"type [{first + len(offsets)}] ({Kind(kind).name}, vlen {info & 0xFFFF}): "
-                f"needs {step * 4} bytes, {(total - pos) * 4} left in the type section"
-            )
-        offsets.append(pos)
-        names.append(words[pos])
-        pos += step
-        if first + len(offsets) > MAX_TYPES + 1:
-            raise BTFError(f"more than {MAX_TYPES} BTF types")
-    return offsets, names
 
 
 def _s32(value: int) -> int:
@@ -150,7 +110,7 @@ class _Decoder:
 
     __slots__ = ("words", "offsets", "strings", "first", "total", "_by_kind")
 
-    def __init__(self, words: array, offsets: array, strings: StringTable, first: int, total: int) -> None:
+    def __init__(self, words: array[int], offsets: array[int], strings: StringTable, first: int, total: int) -> None:
         self.words = words
         self.offsets = offsets
         self.strings = strings
@@ -248,7 +208,10 @@ class _Decoder:
         return Datasec(id=i, name=name, size=size, vars=secinfo)
 
 
-def _enum_or_int(cls: type, value: int) -> int:
+_E = TypeVar("_E", FuncLinkage, VarLinkage)
+
+
+def _enum_or_int(cls: type[_E], value: int) -> _E | int:
     """``cls(value)`` when ``value`` is a known member, else the plain int (kept for round trips)."""
     try:
         return cls(value)

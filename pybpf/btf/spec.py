@@ -6,10 +6,11 @@ large vmlinux BTF), from a ``Builder``, or from the kernel through a ``BtfHandle
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, overload
 
-from .errors import BTFError
+from ..errors import BTFError
 from .strings import StringTable
 from .types import (
     MODIFIERS,
@@ -49,11 +50,13 @@ KindFilter = type[Type] | Kind | None
 class _Lazy:
     """Decodes own types on first access (parse supplies ``decode`` and the name offsets)."""
 
-    __slots__ = ("decode", "name_offsets")
+    __slots__ = ("decode", "name_offsets", "name_bytes", "name_set")
 
-    def __init__(self, decode: Callable[[int], Type], name_offsets: array) -> None:
+    def __init__(self, decode: Callable[[int], Type], name_offsets: array[int]) -> None:
         self.decode = decode
         self.name_offsets = name_offsets
+        self.name_bytes: bytes | None = None
+        self.name_set: frozenset[int] = frozenset()
 
 
 class _TypeList(Sequence[Type]):
@@ -173,11 +176,36 @@ class BTF:
         """Every type named ``name`` (of ``kind`` if given), base BTF first."""
         found = self._base.find(name, kind) if self._base is not None else []
         want = kind.kind if isinstance(kind, type) else kind
-        for type_id in self._name_index().get(name, ()):
+        ids = self._name_index().get(name, ()) if self._names is not None or self._lazy is None else self._ids_named(name)
+        for type_id in ids:
             t = self.type_by_id(type_id)
             if want is None or t.kind == want:
                 found.append(t)
         return found
+
+    def _ids_named(self, name: str) -> list[int]:
+        """Own type ids named ``name`` of lazily parsed BTF, found without indexing every name:
+        the name's offsets in the string section, then the records with those name offsets."""
+        assert self._lazy is not None and self._strings is not None
+        offsets = self._strings.offsets_of(name)
+        if not offsets:
+            return []
+        lazy = self._lazy
+        if lazy.name_bytes is None:
+            lazy.name_bytes = lazy.name_offsets.tobytes()
+            lazy.name_set = frozenset(lazy.name_offsets)
+        data = lazy.name_bytes
+        ids = []
+        for offset in offsets:
+            if offset not in lazy.name_set:
+                continue
+            needle = offset.to_bytes(4, sys.byteorder)
+            at = data.find(needle)
+            while at >= 0:
+                if at % 4 == 0:
+                    ids.append(self._first + at // 4)
+                at = data.find(needle, at + 1)
+        return sorted(ids)
 
     def by_name(self, name: str, kind: KindFilter = None) -> Type:
         """The one type named ``name`` (of ``kind`` if given).
@@ -243,7 +271,7 @@ class BTF:
                     raise BTFError(f"{start.describe()}: size overflows 32 bits")
                 current = self.type_by_id(current.type)
             elif isinstance(current, (*MODIFIERS, Var)):
-                current = self.type_by_id(current.type)  # type: ignore[union-attr]
+                current = self.type_by_id(current.type)
             else:
                 raise BTFError(f"{start.describe()}: {current.describe()} has no size")
         else:

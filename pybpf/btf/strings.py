@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import BTFError
+from ..errors import BTFError
 
 _CODEC = ("utf-8", "surrogateescape")  # any bytes round-trip through str
 
@@ -34,6 +34,20 @@ class StringTable:
         if rel == 0 and self.base is None:
             return ""
         return self.data[rel : self.data.index(0, rel)].decode(*_CODEC)
+
+    def offsets_of(self, text: str) -> list[int]:
+        """Every offset in this section (not the base's) that reads as ``text`` (names may point
+        into the tail of a longer string, so every occurrence counts)."""
+        raw = text.encode(*_CODEC)
+        if not raw:
+            return []
+        data, found = self.data, []
+        needle = raw + b"\0"
+        at = data.find(needle)
+        while at >= 0:
+            found.append(self._start + at)
+            at = data.find(needle, at + 1)
+        return found
 
     def split(self) -> dict[int, str]:
         """Every string that starts right after a NUL, by offset (names sharing a tail are not listed)."""

@@ -61,10 +61,7 @@ class VarLinkage(enum.IntEnum):
     EXTERN = 2
 
 
-_model = dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-
-
-@_model
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Type:
     """Base of every BTF type: its ``id`` in the BTF and its ``name``."""
 
@@ -77,14 +74,14 @@ class Type:
         return f"{self.kind.name} {self.name or '(anon)'!r} [{self.id}]"
 
 
-@_model
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Void(Type):
     """Type id 0: ``void``, and the absent type (a pointer to it is ``void *``)."""
 
     kind = Kind.VOID
 
 
-@_model
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Int(Type):
     """An integer of ``size`` bytes, ``bits`` wide (default ``size * 8``), starting ``offset`` bits in."""
 
@@ -104,7 +101,7 @@ class Int(Type):
         return bool(self.encoding & IntEncoding.SIGNED)
 
 
-@_model
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Pointer(Type):
     """A pointer to ``type``."""
 
@@ -112,7 +109,7 @@ class Pointer(Type):
     type: int
 
 
-@_model
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Array(Type):
     """``nelems`` elements of ``type``, indexed by the integer type ``index_type``."""
 
@@ -122,7 +119,7 @@ class Array(Type):
     nelems: int
 
 
-@_model
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Member:
     """A struct or union member: ``offset`` in bits, ``bitfield_size`` bits wide (0: not a bitfield)."""
 
@@ -132,7 +129,7 @@ class Member:
     bitfield_size: int = 0
 
 
-@_model
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Struct(Type):
     """A struct of ``size`` bytes."""
 
@@ -141,7 +138,7 @@ class Struct(Type):
     members: tuple[Member, ...] = ()
 
 
-@_model
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Union(Type):
     """A union of ``size`` bytes."""
 
@@ -150,7 +147,7 @@ class Union(Type):
     members: tuple[Member, ...] = ()
 
 
-@_model
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class EnumValue:
     """One enumerator."""
 
@@ -158,7 +155,7 @@ class EnumValue:
     value: int
 
 
-@_model
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Enum(Type):
     """An enum of ``size`` bytes (1, 2, 4 or 8) with 32-bit values."""
 
@@ -168,7 +165,7 @@ class Enum(Type):
     signed: bool = False
 
 
-@_model
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Enum64(Type):
     """An enum with 64-bit values."""
 
@@ -178,7 +175,7 @@ class Enum64(Type):
     signed: bool = False
 
 
-@_model
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Fwd(Type):
     """A forward declaration of a struct (or of a union when ``union``)."""
 
@@ -186,7 +183,7 @@ class Fwd(Type):
     union: bool = False
 
 
-@_model
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Typedef(Type):
     """``typedef type name``."""
 
@@ -194,7 +191,7 @@ class Typedef(Type):
     type: int
 
 
-@_model
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Volatile(Type):
     """``volatile type``."""
 
@@ -202,7 +199,7 @@ class Volatile(Type):
     type: int
 
 
-@_model
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Const(Type):
     """``const type``."""
 
@@ -210,7 +207,7 @@ class Const(Type):
     type: int
 
 
-@_model
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Restrict(Type):
     """``restrict type``."""
 
@@ -218,16 +215,16 @@ class Restrict(Type):
     type: int
 
 
-@_model
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Func(Type):
     """A function: ``type`` is its ``FuncProto``."""
 
     kind = Kind.FUNC
     type: int
-    linkage: FuncLinkage = FuncLinkage.STATIC
+    linkage: FuncLinkage | int = FuncLinkage.STATIC
 
 
-@_model
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Param:
     """A function parameter (a last one with ``type`` 0 marks a variadic function)."""
 
@@ -235,7 +232,7 @@ class Param:
     type: int
 
 
-@_model
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class FuncProto(Type):
     """A function signature: ``type`` is the return type."""
 
@@ -244,16 +241,16 @@ class FuncProto(Type):
     params: tuple[Param, ...] = ()
 
 
-@_model
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Var(Type):
     """A variable of ``type``."""
 
     kind = Kind.VAR
     type: int
-    linkage: VarLinkage = VarLinkage.STATIC
+    linkage: VarLinkage | int = VarLinkage.STATIC
 
 
-@_model
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class VarSecinfo:
     """A variable placed in a ``Datasec``: ``type`` is the ``Var`` (or ``Func``)."""
 
@@ -262,7 +259,7 @@ class VarSecinfo:
     size: int
 
 
-@_model
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Datasec(Type):
     """An ELF data section (``.data``, ``.maps``, ...) and the variables in it."""
 
@@ -271,7 +268,7 @@ class Datasec(Type):
     vars: tuple[VarSecinfo, ...] = ()
 
 
-@_model
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Float(Type):
     """A floating-point number of ``size`` bytes."""
 
@@ -279,7 +276,7 @@ class Float(Type):
     size: int
 
 
-@_model
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class DeclTag(Type):
     """A tag (``name`` is its text) on ``type``, or on its member/parameter ``component_idx`` (-1: none)."""
 
@@ -289,7 +286,7 @@ class DeclTag(Type):
     attribute: bool = False
 
 
-@_model
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class TypeTag(Type):
     """A tag (``name`` is its text) on the type ``type``."""
 
@@ -326,6 +323,6 @@ def references(t: Type) -> list[tuple[str, int]]:
         out += [(f"parameter {p.name or '(anon)'!r}", p.type) for p in t.params]
     elif isinstance(t, Datasec):
         out += [(f"variable #{i}", v.type) for i, v in enumerate(t.vars)]
-    elif hasattr(t, "type"):
-        out.append(("type", t.type))  # type: ignore[attr-defined]
+    elif isinstance(t, (Pointer, Typedef, Volatile, Const, Restrict, Func, Var, DeclTag, TypeTag)):
+        out.append(("type", t.type))
     return out

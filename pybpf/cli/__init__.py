@@ -1,48 +1,10 @@
-"""The ``pybpf`` command: bpftool-like verbs on maps, and the applications."""
+"""The ``pybpf`` command: bpftool's objects, verbs and grammar (map, prog, btf) and pybpf's
+applications (proxy, reuseport, xsk, demo).
 
-from __future__ import annotations
+``registry.OBJECTS`` lists the objects (one line each); a verb is one ``@verb`` function in its
+object's module (``command.verb``). Only the named object's modules are imported.
+"""
 
-import argparse
-import os
-import sys
+from .command import main
 
-from .. import BPFError
-from . import btf, maps, progs, proxy, xsk
-from . import reuseport as reuseport_cli
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from ..apps import demo
-
-    results = demo.run()
-    return 0 if all(r.ok for r in results) else 1
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pybpf", description="eBPF maps, socket maps and AF_XDP from Python")
-    parser.add_argument("--json", "-j", action="store_true", help="JSON output shaped like bpftool's")
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="show each socket map doing its job on this kernel")
-    demo.set_defaults(func=_demo)
-    maps.add_parser(sub)
-    proxy.add_parser(sub)
-    progs.add_parser(sub)
-    btf.add_parser(sub)
-    xsk.add_parser(sub)
-    reuseport_cli.add_parser(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the command; errors are one line on stderr and a non-zero exit, never a traceback."""
-    args = _parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except BrokenPipeError:  # the reader went away (| head): stop quietly, as other tools do
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except (BPFError, OSError, ValueError, TypeError) as err:
-        print(f"pybpf: error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+__all__ = ["main"]

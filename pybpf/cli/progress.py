@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TextIO
 
 
 class Progress:
     """Count steps of ``what`` (out of ``total`` if known) and redraw at most ten times a second."""
 
-    def __init__(self, what: str, total: int | None = None, stream=None) -> None:
+    def __init__(self, what: str, total: int | None = None, stream: TextIO | None = None) -> None:
         self.what, self.total, self.count = what, total, 0
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = hasattr(self.stream, "isatty") and self.stream.isatty()

@@ -1,65 +1,105 @@
-"""``pybpf prog list|show``: loaded programs, with ``--json`` shaped like bpftool's."""
+"""pybpf prog: loaded programs, shown as bpftool shows them (text and ``--json``)."""
 
 from __future__ import annotations
 
-import argparse
-import json
+import time
 from typing import Any
 
-from ..programs import Program, ProgramInfo, loaded_programs
-from .maps import UsageError, _int, _take
+from .._sys import commands
+from .._sys.constants import Cmd, ProgramType
+from .._sys.prog import prog_map_ids
+from .command import Context, Words, verb
+from .maps import _fdinfo, _type_name
+from .objects import PROG_GRAMMAR, closing, each_fd, prog_fds
+
+GRAMMAR = PROG_GRAMMAR
 
 
-def _record(info: ProgramInfo) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "id": info.id,
-        "type": info.type.name.lower() if hasattr(info.type, "name") else info.type,
-        "name": info.name,
-        "tag": info.tag,
-        "gpl_compatible": info.gpl_compatible,
-        "loaded_at": info.load_time,
-        "uid": info.created_by_uid,
-        "bytes_xlated": info.xlated_prog_len,
-        "jited": bool(info.jited_prog_len),
-        "bytes_jited": info.jited_prog_len,
-        "map_ids": list(info.map_ids),
-    }
-    if info.btf_id:
-        record["btf_id"] = info.btf_id
-    if info.run_cnt:
-        record["run_time_ns"], record["run_cnt"] = info.run_time_ns, info.run_cnt
+def _loaded_at(boot_ns: int) -> int:
+    """A load time (ns since boot) as wall-clock seconds, computed as bpftool's ``print_boot_time``."""
+    real_s, real_ns = divmod(time.clock_gettime_ns(time.CLOCK_REALTIME), 10**9)
+    boot_s, boot_ns_part = divmod(time.clock_gettime_ns(time.CLOCK_BOOTTIME), 10**9)
+    rest = real_ns - boot_ns_part + boot_ns
+    return real_s - boot_s + (rest // 10**9 if rest >= 0 else -(-rest // 10**9))  # C's division truncates
+
+
+def _record(fd: int) -> dict[str, Any]:
+    raw = commands.prog_info(fd)
+    fdinfo = _fdinfo(fd)
+    name = bytes(raw.name).split(b"\0", 1)[0].decode(errors="replace")
+    record: dict[str, Any] = {"id": raw.id, "type": _type_name(raw.type, ProgramType)}
+    if name:
+        record["name"] = name
+    record["tag"] = bytes(raw.tag).hex()
+    record["gpl_compatible"] = bool(raw.gpl_compatible)
+    if raw.run_time_ns:
+        record["run_time_ns"], record["run_cnt"] = raw.run_time_ns, raw.run_cnt
+    if raw.recursion_misses:
+        record["recursion_misses"] = raw.recursion_misses
+    if raw.load_time:
+        record["loaded_at"], record["uid"] = _loaded_at(raw.load_time), raw.created_by_uid
+    record["bytes_xlated"] = raw.xlated_prog_len
+    record["jited"] = bool(raw.jited_prog_len)
+    if raw.jited_prog_len:
+        record["bytes_jited"] = raw.jited_prog_len
+    if "memlock" in fdinfo:
+        record["bytes_memlock"] = int(fdinfo["memlock"])
+    map_ids = prog_map_ids(fd, raw.nr_map_ids)
+    if map_ids:
+        record["map_ids"] = map_ids
+    if raw.btf_id:
+        record["btf_id"] = raw.btf_id
     return record
 
 
-def _select(words: list[str]) -> ProgramInfo:
-    how = _take(words, "'id N' or 'pinned PATH'")
-    if how == "id":
-        opened = Program.from_id(_int(_take(words, "a program id"), "program id"))
-    elif how == "pinned":
-        opened = Program.from_pin(_take(words, "a pin path"))
+def _text(r: dict[str, Any]) -> str:
+    kind = r["type"] if isinstance(r["type"], str) else f"type {r['type']}"
+    text = f"{r['id']}: {kind}  " + (f"name {r['name']}  " if "name" in r else "") + f"tag {r['tag']}"
+    text += "  gpl" if r["gpl_compatible"] else ""
+    if "run_time_ns" in r:
+        text += f" run_time_ns {r['run_time_ns']} run_cnt {r['run_cnt']}"
+    if "recursion_misses" in r:
+        text += f" recursion_misses {r['recursion_misses']}"
+    text += "\n"
+    if "loaded_at" in r:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(r["loaded_at"]))
+        text += f"\tloaded_at {stamp}  uid {r['uid']}\n"
+    text += f"\txlated {r['bytes_xlated']}B" + (f"  jited {r['bytes_jited']}B" if r["jited"] else "  not jited")
+    if "bytes_memlock" in r:
+        text += f"  memlock {r['bytes_memlock']}B"
+    if "map_ids" in r:
+        text += "  map_ids " + ",".join(map(str, r["map_ids"]))
+    if "btf_id" in r:
+        text += f"\n\tbtf_id {r['btf_id']}"
+    return text + "\n"
+
+
+def _show(ctx: Context, fd: int) -> None:
+    record = _record(fd)
+    if ctx.json:
+        ctx.emit(record)
     else:
-        raise UsageError(f"expected 'id' or 'pinned', got {how!r}")
-    with opened:
-        return opened.info()
+        ctx.write(_text(record))
 
 
-def run(args: argparse.Namespace) -> int:
-    """``pybpf prog list`` / ``pybpf prog show id N|pinned PATH``."""
-    words = list(args.words)
-    infos = [_select(words)] if words else list(loaded_programs())
-    records = [_record(i) for i in infos]
-    if args.json:
-        print(json.dumps(records[0] if args.words else records, separators=(",", ":")))
-        return 0
-    for r in records:
-        print(f"{r['id']}: {r['type']}  name {r['name']}  tag {r['tag']}{'  gpl' if r['gpl_compatible'] else ''}")
-        print(f"\txlated {r['bytes_xlated']}B  jited {r['bytes_jited']}B  map_ids {','.join(map(str, r['map_ids'])) or '-'}")
-    return 0
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Register ``pybpf prog``."""
-    parser = sub.add_parser("prog", help="list loaded programs (bpftool's 'prog show')")
-    parser.add_argument("verb", choices=["list", "show"])
-    parser.add_argument("words", nargs=argparse.REMAINDER, help="id N | pinned PATH")
-    parser.set_defaults(func=run)
+@verb("prog", "show", "list", usage="[PROG]", default=True)
+def show(ctx: Context, words: Words) -> None:
+    """Show every loaded program, or those PROG names: type, name, tag, load time, sizes, maps."""
+    if words:
+        fds = prog_fds(words)
+        with closing(fds):
+            words.end()
+            if ctx.json and len(fds) > 1:
+                ctx.jw.start_array()
+            for fd in fds:
+                _show(ctx, fd)
+            if ctx.json and len(fds) > 1:
+                ctx.jw.end_array()
+        return
+    if ctx.json:
+        ctx.jw.start_array()
+    for fd in each_fd(Cmd.PROG_GET_NEXT_ID, Cmd.PROG_GET_FD_BY_ID, "program"):
+        with closing([fd]):
+            _show(ctx, fd)
+    if ctx.json:
+        ctx.jw.end_array()

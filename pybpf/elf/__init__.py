@@ -6,20 +6,17 @@ BTF; every problem with the file is an ``ELFError`` (a ``ValueError``) naming it
 """
 
 from .btf import ObjectBTF
-from .errors import ELFError
+from ..errors import ELFError
 from .maps import DATA_SECTIONS
 from .names import data_map_name, kernel_name
 from .object import ElfObject, read_object
-from .programs import MapReference, ObjectProgramSpec
 from .sections import SECTION_DEFS, SectionDef, section_def
 
 __all__ = [
     "DATA_SECTIONS",
     "ELFError",
     "ElfObject",
-    "MapReference",
     "ObjectBTF",
-    "ObjectProgramSpec",
     "SECTION_DEFS",
     "SectionDef",
     "data_map_name",

@@ -14,7 +14,7 @@ import struct
 from .._sys.constants import MapFlags, MapType, Pinning
 from ..btf import BTFError, Datasec, MapDef, Struct, Var, map_defs
 from ..map import MapSpec
-from .btf import ObjectBTF
+from .btf import KCONFIG, ObjectBTF
 from .names import data_map_name, kernel_name
 from .reader import ElfFile, Relocation, Section, Symbol
 
@@ -57,6 +57,12 @@ def read_maps(elf: ElfFile, btf: ObjectBTF | None, object_name: str) -> ObjectMa
     for section in elf.sections:
         if _is_data(section.name) and section.size:
             _data_map(section, btf, object_name, found, elf)
+    if btf is not None and btf.kconfig_size:
+        spec = MapSpec(
+            type=MapType.ARRAY, key_size=4, value_size=btf.kconfig_size, max_entries=1,
+            flags=MapFlags.MMAPABLE | MapFlags.RDONLY_PROG, name=data_map_name(object_name, KCONFIG),
+        )
+        found.add(KCONFIG, spec, elf)
     return found
 
 

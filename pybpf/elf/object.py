@@ -9,7 +9,8 @@ from ..btf import BTFError
 from ..map import MapSpec
 from .btf import ObjectBTF, read_btf
 from .maps import read_maps
-from .programs import ObjectProgramSpec, read_programs
+from ..programs.spec import ProgramSpec
+from .programs import read_programs
 from .reader import ElfFile
 
 
@@ -19,7 +20,7 @@ class ElfObject:
 
     name: str
     maps: dict[str, MapSpec]
-    programs: dict[str, ObjectProgramSpec]
+    programs: dict[str, ProgramSpec]
     btf: ObjectBTF | None
 
 

@@ -10,51 +10,25 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import struct
 import sys
 
 from .._sys.constants import ProgramType
+from ..asm.insn import CALL, LD_IMM64, PSEUDO_CALL, PSEUDO_FUNC
+from ..asm.patch import INSN_SIZE, code_at, imm_at, set_imm, set_src, src_at
 from ..btf import CoreRelo, FuncInfo, LineInfo
-from ..programs import ProgramSpec
-from .btf import ObjectBTF
+from ..programs.spec import ExternReference, MapReference, ProgramSpec
+from .btf import KCONFIG, ObjectBTF
 from .maps import ObjectMaps
 from .names import kernel_name
 from .reader import ElfFile, Relocation, Section
 from .sections import section_def
 
-INSN_SIZE = 8
 MAX_LINKED_BYTES = 16 << 20 << 3
 """The most code all programs may add up to once linked (16M instructions, sixteen times what
 the kernel verifies in one program): every program carries its own copy of the subprograms it
 calls, so a hostile object could otherwise make a small file expand without bound."""
-_LD_IMM64 = 0x18
-_CALL = 0x85
-_CALL_BYTE = bytes([_CALL])
-_PSEUDO_CALL = 1
-_PSEUDO_KFUNC_CALL = 2
-_PSEUDO_FUNC = 4
-_IMM = struct.Struct("=i")
+_CALL_BYTE = bytes([CALL])
 _S32 = (-(1 << 31), (1 << 31) - 1)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class MapReference:
-    """An ``ld_imm64`` at instruction ``insn`` loading map ``map``, or (with ``offset``) the address
-    ``offset`` bytes into its value (global data)."""
-
-    insn: int
-    map: str
-    offset: int | None = None
-
-
-@dataclasses.dataclass
-class ObjectProgramSpec(ProgramSpec):
-    """A ``ProgramSpec`` read from an object file: its ``section``, the map ``references`` that
-    loading fills with fds, and CO-RE relocations (``core_relos``, not applied by pybpf)."""
-
-    section: str = ""
-    references: tuple[MapReference, ...] = ()
-    core_relos: tuple[CoreRelo, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -65,13 +39,13 @@ class _Function:
     end: int
 
 
-def read_programs(elf: ElfFile, btf: ObjectBTF | None, maps: ObjectMaps) -> dict[str, ObjectProgramSpec]:
+def read_programs(elf: ElfFile, btf: ObjectBTF | None, maps: ObjectMaps) -> dict[str, ProgramSpec]:
     """Every program of the object, linked: ``{function name: spec}``."""
     functions = _functions(elf)
     license = _license(elf)
     version = _kern_version(elf)
     linker = _Linker(elf, btf, maps, {(f.section.index, f.start): f for f in functions})
-    programs: dict[str, ObjectProgramSpec] = {}
+    programs: dict[str, ProgramSpec] = {}
     total = 0
     for function in functions:
         if function.section.name == ".text":
@@ -83,7 +57,7 @@ def read_programs(elf: ElfFile, btf: ObjectBTF | None, maps: ObjectMaps) -> dict
         total += len(code)
         if total > MAX_LINKED_BYTES:
             raise elf.fail(f"its programs with their subprograms exceed {MAX_LINKED_BYTES // INSN_SIZE} instructions in all")
-        programs[function.name] = ObjectProgramSpec(
+        programs[function.name] = ProgramSpec(
             type=found.type if found else ProgramType.UNSPEC,
             insns=code,
             license=license,
@@ -96,6 +70,7 @@ def read_programs(elf: ElfFile, btf: ObjectBTF | None, maps: ObjectMaps) -> dict
             section=function.section.name,
             references=references,
             core_relos=core_relos,
+            externs=tuple(linker.extern_refs),
         )
     return programs
 
@@ -151,6 +126,7 @@ class _Linker:
     def __init__(self, elf: ElfFile, btf: ObjectBTF | None, maps: ObjectMaps, starts: dict[tuple[int, int], _Function]) -> None:
         self.elf, self.maps, self.starts = elf, maps, starts
         self.ext = btf.ext if btf is not None else None
+        self.externs = btf.externs if btf is not None else {}
         self.ext_index: dict[str, _ExtIndex] = {}
         self.relocations = {s.index: _relocations_by_insn(elf, s) for s in elf.sections if s.executable}
         self.sorted_relocations = {index: sorted(found) for index, found in self.relocations.items()}
@@ -161,6 +137,7 @@ class _Linker:
         self.placed: dict[tuple[int, int], int] = {}
         self.order: list[_Function] = []
         self.references: list[MapReference] = []
+        self.extern_refs: list[ExternReference] = []
         self._place(entry)
         done = 0
         while done < len(self.order):
@@ -190,8 +167,8 @@ class _Linker:
         at = codes.find(_CALL_BYTE)
         while at >= 0:
             index = function.start + at
-            if index not in relocations and data[index * INSN_SIZE + 1] >> 4 == _PSEUDO_CALL:
-                target = self._function_at(function.section, index + _IMM.unpack_from(data, index * INSN_SIZE + 4)[0] + 1, function, index)
+            if index not in relocations and src_at(data, index) == PSEUDO_CALL:
+                target = self._function_at(function.section, index + imm_at(data, index) + 1, function, index)
                 self._set_imm(index + shift, self._place(target) - index - shift - 1, function, index)
             at = codes.find(_CALL_BYTE, at + 1)
 
@@ -203,32 +180,30 @@ class _Linker:
     def _apply(self, function: _Function, index: int, here: int, relocation: Relocation) -> None:
         """One relocated instruction: a map or data reference, a subprogram call or function address."""
         elf, symbol, section = self.elf, relocation.symbol, function.section
-        at = index * INSN_SIZE
-        code, src = section.data[at], section.data[at + 1] >> 4
-        if code == _LD_IMM64 and index + 1 < function.end and symbol.section is not None:
+        code, src = code_at(section.data, index), src_at(section.data, index)
+        if code == LD_IMM64 and index + 1 < function.end and symbol.section is not None:
             found = self.maps.at.get((symbol.section, symbol.value))
             if found is not None:
                 self.references.append(MapReference(here, found))
                 return
             found = self.maps.data.get(symbol.section)
             if found is not None:
-                offset = symbol.value + _IMM.unpack_from(section.data, at + 4)[0]
+                offset = symbol.value + imm_at(section.data, index)
                 if not 0 <= offset < 1 << 31:
                     raise elf.fail(f"{_where(function, index)}: offset {offset} into {found!r} is out of range")
                 self.references.append(MapReference(here, found, offset))
                 return
-        imm = _IMM.unpack_from(section.data, at + 4)[0]
+        imm = imm_at(section.data, index)
         if symbol.section is None:
-            raise elf.fail(f"{_where(function, index)}: refers to {symbol.name!r}, which the object does not define (externs, kfuncs and ksyms are not supported)")
+            self._extern(function, index, here, code, src, imm, symbol.name)
+            return
         target_section = elf.sections[symbol.section]
-        if code == _CALL and src == _PSEUDO_CALL:
+        if code == CALL and src == PSEUDO_CALL:
             if symbol.value % INSN_SIZE:
                 raise elf.fail(f"{_where(function, index)}: call target {symbol.name!r} is not at an instruction")
             target = self._function_at(target_section, symbol.value // INSN_SIZE + imm + 1, function, index)
             self._set_imm(here, self._place(target) - here - 1, function, index)
-        elif code == _CALL and src == _PSEUDO_KFUNC_CALL:
-            raise elf.fail(f"{_where(function, index)}: calls kernel function {symbol.name!r}; kfuncs are not supported")
-        elif code != _LD_IMM64 or index + 1 >= function.end:
+        elif code != LD_IMM64 or index + 1 >= function.end:
             raise elf.fail(f"{_where(function, index)}: a relocation against {symbol.name!r} on an instruction that is not ld_imm64 or a call")
         elif target_section.executable:
             offset = symbol.value + imm
@@ -236,9 +211,26 @@ class _Linker:
                 raise elf.fail(f"{_where(function, index)}: function address {symbol.name!r}{imm:+} is not at an instruction")
             target = self._function_at(target_section, offset // INSN_SIZE, function, index)
             self._set_imm(here, self._place(target) - here - 1, function, index)
-            self.code[here * INSN_SIZE + 1] = (self.code[here * INSN_SIZE + 1] & 0x0F) | _PSEUDO_FUNC << 4
+            set_src(self.code, here, PSEUDO_FUNC)
         else:
             raise elf.fail(f"{_where(function, index)}: refers to {symbol.name!r} in section {target_section.name!r}, which is not a map, global data or code")
+
+    def _extern(self, function: _Function, index: int, here: int, code: int, src: int, imm: int, name: str) -> None:
+        """A reference to an extern: a ``.kconfig`` variable (an address in the ``.kconfig`` map), a
+        kernel variable (``ld_imm64``) or a kernel function (a call), both resolved at load."""
+        found = self.externs.get(name)
+        if found is None:
+            raise self.elf.fail(f"{_where(function, index)}: refers to {name!r}, which the object neither defines nor declares as __kconfig or __ksym")
+        if found.section == KCONFIG:
+            if code != LD_IMM64 or index + 1 >= function.end:
+                raise self.elf.fail(f"{_where(function, index)}: {name!r} (__kconfig) is not loaded by an ld_imm64")
+            self.references.append(MapReference(here, KCONFIG, found.offset + imm))
+        elif found.function and code == CALL:
+            self.extern_refs.append(ExternReference(here, name, function=True, call=True))
+        else:
+            if code != LD_IMM64 or index + 1 >= function.end:
+                raise self.elf.fail(f"{_where(function, index)}: kernel symbol {name!r} is neither called nor loaded by an ld_imm64")
+            self.extern_refs.append(ExternReference(here, name, function=found.function))
 
     def _function_at(self, section: Section, index: int, caller: _Function, at: int) -> _Function:
         found = self.starts.get((section.index, index))
@@ -249,7 +241,7 @@ class _Linker:
     def _set_imm(self, here: int, value: int, function: _Function, index: int) -> None:
         if not _S32[0] <= value <= _S32[1]:
             raise self.elf.fail(f"{function.name!r} instruction {index}: call offset {value} does not fit in 32 bits")
-        _IMM.pack_into(self.code, here * INSN_SIZE + 4, value)
+        set_imm(self.code, here, value)
 
     def _btf_ext(self) -> tuple[tuple[FuncInfo, ...], tuple[LineInfo, ...], tuple[CoreRelo, ...]]:
         """func_info, line_info and CO-RE records of the placed functions, in program instructions.

@@ -21,7 +21,7 @@ from elftools.common.exceptions import ELFError as _PyELFError
 from elftools.construct import ConstructError
 from elftools.elf.elffile import ELFFile
 
-from .errors import ELFError
+from ..errors import ELFError
 
 SHF_EXECINSTR = 0x4
 """Section flag: the section holds instructions."""

@@ -29,7 +29,13 @@ def possible_cpus() -> int:
 
 
 def _is_int_ctype(ctype: Any) -> bool:
-    return isinstance(ctype, type) and issubclass(ctype, ctypes._SimpleCData) and ctype._type_ in "bBhHiIlLqQ?"
+    return isinstance(ctype, type) and issubclass(ctype, ctypes._SimpleCData) and _code(ctype) in "bBhHiIlLqQ?"
+
+
+def _code(ctype: Any) -> str:
+    """The ``struct`` code of a simple ctypes type (``c_uint32`` -> "I")."""
+    code: str = ctype._type_
+    return code
 
 
 class Field:
@@ -39,12 +45,12 @@ class Field:
         self.size = size
         self.ctype = ctype
         self.what = what
-        signed = _is_int_ctype(ctype) and ctype._type_ in "bhilq"
+        signed = _is_int_ctype(ctype) and _code(ctype) in "bhilq"
         fmt = _INT_FORMATS.get(size)
         self._int = struct.Struct("=" + (fmt.lower() if signed else fmt)) if fmt else None
         self._signed = signed
         self.decode: Callable[[Any], Any] = self._decoder()
-        self.unpack_int = self._int.unpack_from if (self._int is not None and _is_int_ctype(ctype) and ctype._type_ != "?") else None
+        self.unpack_int = self._int.unpack_from if (self._int is not None and _is_int_ctype(ctype) and _code(ctype) != "?") else None
         """``struct`` unpack of a declared integer type (``decode`` is ``unpack_int(buf)[0]``)."""
         self.fast_put: Callable[[Any, int, Any], None] = self._int.pack_into if self._int is not None else self.put
         """``put`` for the common case: packs an ``int`` directly; anything else raises
@@ -71,7 +77,7 @@ class Field:
                 except struct.error:
                     self._range_error(obj)
             try:
-                return obj.to_bytes(self.size, sys.byteorder, signed=self._signed)
+                return int(obj).to_bytes(self.size, sys.byteorder, signed=self._signed)
             except OverflowError:
                 self._range_error(obj)
         if isinstance(obj, ctypes._SimpleCData | ctypes.Structure | ctypes.Union | ctypes.Array):
@@ -117,9 +123,10 @@ class Field:
         if ctype is None:
             return bytes
         if _is_int_ctype(ctype):
-            unpack = struct.Struct("=?").unpack_from if ctype._type_ == "?" else self._int.unpack_from  # type: ignore[union-attr]
+            unpack = struct.Struct("=?").unpack_from if _code(ctype) == "?" else self._int.unpack_from  # type: ignore[union-attr]
             return lambda buf: unpack(buf)[0]
-        return ctype.from_buffer_copy
+        decode: Callable[[Any], Any] = ctype.from_buffer_copy
+        return decode
 
 
 class PerCpuField(Field):

@@ -8,24 +8,16 @@ import errno
 import os
 from typing import TYPE_CHECKING, Any
 
+from .. import features
+from .._fd import fd_of
 from .._sys import commands
 from .._sys.attrs import MapCreateAttr
-from .._sys.constants import MapType
-from .._sys.kernel import MAP_TYPE_SINCE, kernel_has, kernel_version
+from .._sys.traits import MAP_TYPES, map_type_name
 from ..errors import ENOTSUPP, BPFError, NotSupportedError, error_for
-from .spec import MapSpec, map_type_name
+from .spec import MapSpec
 
 if TYPE_CHECKING:
     from ..btf import BtfHandle
-
-# Map types the kernel gives BTF key/value types to (others refuse it, often with ENOTSUPP).
-_BTF_TYPES = {
-    MapType.HASH, MapType.ARRAY, MapType.PERCPU_HASH, MapType.PERCPU_ARRAY, MapType.LRU_HASH,
-    MapType.LRU_PERCPU_HASH, MapType.LPM_TRIE, MapType.BLOOM_FILTER, MapType.SK_STORAGE, MapType.CGROUP_STORAGE,
-    MapType.PERCPU_CGROUP_STORAGE,
-    MapType.INODE_STORAGE, MapType.TASK_STORAGE, MapType.CGRP_STORAGE,
-}
-_NEEDS_BTF = {MapType.SK_STORAGE, MapType.INODE_STORAGE, MapType.TASK_STORAGE, MapType.CGRP_STORAGE}
 
 
 def _btf_key_type(spec: MapSpec) -> Any:
@@ -54,13 +46,16 @@ def create_fd(spec: MapSpec) -> int:
         map_ifindex=spec.ifindex,
         map_extra=spec.map_extra,
     )
+    traits = MAP_TYPES[spec.type]  # type: ignore[index]
     inner_fd = -1
     try:
-        if spec.inner_map is not None:
+        if isinstance(spec.inner_map, MapSpec):
             inner_fd = create_fd(spec.inner_map)
             attr.inner_map_fd = inner_fd
+        elif spec.inner_map is not None:
+            attr.inner_map_fd = fd_of(spec.inner_map, "MapSpec.inner_map")
         typed = spec.value is not None or (spec.btf is not None and (spec.btf_key_type_id or spec.btf_value_type_id))
-        if typed and spec.type in _BTF_TYPES:
+        if typed and traits.btf_types:
             fd = _create_with_btf(attr, spec)
             if fd >= 0:
                 return fd
@@ -83,7 +78,7 @@ def _create_with_btf(attr: MapCreateAttr, spec: MapSpec) -> int:
     try:
         handle, key_id, value_id = load_map_types(_btf_key_type(spec), spec.value)
     except (TypeError, BPFError):
-        if spec.type in _NEEDS_BTF:
+        if MAP_TYPES[spec.type].needs_btf:  # type: ignore[index]
             raise
         return -1
     with handle:
@@ -96,7 +91,7 @@ def _create_typed(attr: MapCreateAttr, spec: MapSpec, handle: BtfHandle, key_id:
     try:
         return commands.map_create(attr, spec.name)
     except BPFError as err:
-        if spec.type in _NEEDS_BTF:
+        if MAP_TYPES[spec.type].needs_btf:  # type: ignore[index]
             raise _create_error(spec, err) from None
         return -1
     finally:
@@ -108,14 +103,13 @@ def _create_error(spec: MapSpec, err: BPFError) -> BPFError:
     kind = map_type_name(spec.type)
     code = err.errno
     what = f"create {kind} map"
-    since = MAP_TYPE_SINCE.get(spec.type)  # type: ignore[call-overload]
-    if since is not None and not kernel_has(since) and code in (errno.EINVAL, ENOTSUPP, errno.EOPNOTSUPP):
-        running = ".".join(map(str, kernel_version()))
-        return NotSupportedError(code, what, spec.name, message=f"{kind} maps need Linux {since[0]}.{since[1]}; this is {running}")
+    lacking = features.lacking(f"map_type:{kind}", code, f"{kind} maps")
+    if lacking is not None:
+        return NotSupportedError(code, what, spec.name, message=lacking)
     if code == errno.EINVAL:
         return error_for(code, what, spec.name, message="the kernel refused the attributes (sizes, flags or map_extra) for this type")
     if code in (ENOTSUPP, errno.EOPNOTSUPP):
         return NotSupportedError(code, what, spec.name, message=f"this kernel cannot create {kind} maps with these options")
     if code == errno.ENOMEM:
         return error_for(code, what, spec.name, message=f"not enough memory for {spec.max_entries} entries")
-    return error_for(code, what, spec.name)
+    return err if err.op == what else error_for(code, what, spec.name)

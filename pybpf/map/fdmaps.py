@@ -14,27 +14,12 @@ import stat
 import sys
 from typing import Any, ClassVar
 
+from .._fd import fd_of
 from .._sys.constants import MapType
+from .._sys.netif import cookie_of
 from ..errors import ENOTSUPP, BPFError, KeyNotFoundError, error_for
 from .map import Map
 from .spec import MapSpec
-
-
-def object_fd(obj: Any, what: str) -> int:
-    """The fd behind ``obj``: an ``int``, something with ``.fd`` (Map, Program) or ``fileno()``."""
-    if isinstance(obj, bool) or obj is None:
-        raise TypeError(f"{what} must be an object with an fd, or an fd, not {obj!r}")
-    if isinstance(obj, int):
-        fd = obj
-    elif hasattr(obj, "fd"):
-        fd = obj.fd
-    elif hasattr(obj, "fileno"):
-        fd = obj.fileno()
-    else:
-        raise TypeError(f"{what} must be an object with an fd, or an fd, not {type(obj).__name__}")
-    if not isinstance(fd, int) or fd < 0:
-        raise ValueError(f"{what} {obj!r} has no open fd (closed?)")
-    return fd
 
 
 class _FdValueMap(Map):
@@ -47,7 +32,7 @@ class _FdValueMap(Map):
         buf[: self.value_size] = fd.to_bytes(self.value_size, sys.byteorder)
 
     def _value_fd(self, value: Any) -> int:
-        return object_fd(value, self.value_what)
+        return fd_of(value, self.value_what)
 
     @classmethod
     def create(cls, max_entries: int | MapSpec | None = None, **fields: Any) -> Map:  # type: ignore[override]
@@ -106,7 +91,7 @@ class _SocketMap(_FdValueMap):
         return {"type": cls.map_types[0], "key_size": cls._key_size, "value_size": 8}
 
     def _value_fd(self, value: Any) -> int:
-        fd = object_fd(value, "socket")
+        fd = fd_of(value, "socket")
         if not _is_socket_fd(fd):
             raise TypeError(f"{type(self).__name__} values must be sockets; fd {fd} is not a socket")
         return fd
@@ -119,7 +104,9 @@ class _SocketMap(_FdValueMap):
 
     _refusals: ClassVar[dict[int, str]] = {}
 
-    def _error(self, op: str, code: int, key: Any = None) -> BPFError:
+    def _error(self, op: str, code: int, key: Any = None) -> BPFError | ValueError:
+        if self.closed:
+            return self.closed_error()
         where = f"{op} on {type(self).__name__}" + (f" {self.name!r}" if self.name else "")
         if op == "update" and code in self._refusals:
             return error_for(code, where, message=self._refusals[code], hint="")
@@ -158,10 +145,10 @@ class ReuseportSockArray(_SocketMap):
 
 def socket_cookie(sock: socket.socket | int) -> int:
     """The kernel's cookie of a socket (``SO_COOKIE``): what socket maps return on lookup."""
-    if isinstance(sock, int):
-        sock = socket.socket(fileno=os.dup(sock))
-        try:
-            return int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, 57, 8), "little")
-        finally:
-            sock.close()
-    return int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, 57, 8), "little")
+    if isinstance(sock, socket.socket):
+        return cookie_of(sock)
+    fd = fd_of(sock, "sock")
+    if not _is_socket_fd(fd):
+        raise TypeError(f"socket_cookie: fd {fd} is not a socket")
+    with socket.socket(fileno=os.dup(fd)) as dup:
+        return cookie_of(dup)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from .._sys import commands
 from .._sys.attrs import MapInfoStruct
-from .._sys.constants import ALL_MAP_FLAGS, Cmd, MapFlags, MapType
+from .._sys.constants import ALL_MAP_FLAGS, Cmd, MapFlags, MapType, known
 from .._sys.syscall import close_fd
 from ..errors import BPFError
 
@@ -34,10 +34,7 @@ class MapInfo:
     @classmethod
     def from_struct(cls, raw: MapInfoStruct) -> MapInfo:
         """Convert the kernel struct."""
-        try:
-            map_type: MapType | int = MapType(raw.type)
-        except ValueError:
-            map_type = raw.type
+        map_type = known(MapType, raw.type)
         return cls(
             id=raw.id,
             type=map_type,

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import ctypes
 import errno
 from typing import Any, NoReturn
 
 from .._sys.constants import MapType, UpdateFlags
-from .._sys.syscall import NR_BPF, get_errno, raw
+from .._sys.elem import ELEM_SIZE, LOOKUP, LOOKUP_AND_DELETE, UPDATE
+from .._sys.syscall import NR_BPF
+from .._sys.traits import map_type_name
 from ..errors import KeyNotFoundError, NotSupportedError
-from .calls import ELEM_SIZE
 from .map import Map
-from .spec import map_type_name
 
 
 class _Keyless(Map):
@@ -19,13 +18,16 @@ class _Keyless(Map):
 
     def _call(self, cmd: int, op: str, flags: int = 0) -> None:
         calls = self._calls
-        if cmd == 2:
-            calls.flagged_attr.flags = flags
-            ref = ctypes.byref(calls.flagged_attr)
+        attrs = calls.attrs
+        if cmd == UPDATE:
+            if not 0 <= flags <= UpdateFlags.EXIST:
+                raise ValueError(f"{op}: flags must be UpdateFlags.ANY or EXIST, not {flags!r}")
+            attrs.keyless_flagged.flags = flags
+            ref = attrs.keyless_flagged_ref
         else:
-            ref = calls.ref
-        if raw(NR_BPF, cmd, ref, ELEM_SIZE) < 0:
-            raise self._error(op, get_errno())
+            ref = attrs.keyless_ref
+        if calls.raw(NR_BPF, cmd, ref, ELEM_SIZE) < 0:
+            raise self._error(op, calls.get_errno())
 
     def _keyed(self, op: str) -> NoReturn:
         raise NotSupportedError(errno.EINVAL, op, self.name, message=f"{map_type_name(self.type)} maps have no keys")
@@ -33,7 +35,7 @@ class _Keyless(Map):
     def lookup(self, key: Any) -> Any:
         self._keyed("lookup")
 
-    def update(self, key: Any, value: Any, flags: UpdateFlags | int = UpdateFlags.ANY) -> None:
+    def update(self, key: Any, value: Any, flags: UpdateFlags | int = UpdateFlags.ANY) -> None:  # type: ignore[override]
         self._keyed("update")
 
     def delete(self, key: Any) -> None:
@@ -51,16 +53,16 @@ class QueueMap(_Keyless):
     def push(self, value: Any, flags: UpdateFlags | int = UpdateFlags.ANY) -> None:
         """Add ``value``; when full, ``UpdateFlags.EXIST`` drops the oldest instead of failing."""
         self._value.put(self._calls.value, 0, value)
-        self._call(2, "push", flags)
+        self._call(UPDATE, "push", flags)
 
-    def pop(self) -> Any:
+    def pop(self) -> Any:  # type: ignore[override]  # a queue's pop, not a mapping's
         """Remove and return the next value; ``KeyNotFoundError`` when empty."""
-        self._call(21, "pop")
+        self._call(LOOKUP_AND_DELETE, "pop")
         return self._value.decode(self._calls.value)
 
     def peek(self) -> Any:
         """The next value without removing it; ``KeyNotFoundError`` when empty."""
-        self._call(1, "peek")
+        self._call(LOOKUP, "peek")
         return self._value.decode(self._calls.value)
 
     def __len__(self) -> int:
@@ -82,12 +84,12 @@ class BloomFilter(_Keyless):
     def add(self, value: Any) -> None:
         """Add ``value`` to the set."""
         self._value.put(self._calls.value, 0, value)
-        self._call(2, "add")
+        self._call(UPDATE, "add")
 
     def __contains__(self, value: object) -> bool:
         self._value.put(self._calls.value, 0, value)
         try:
-            self._call(1, "contains")
+            self._call(LOOKUP, "contains")
         except KeyNotFoundError:
             return False
         return True

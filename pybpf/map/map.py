@@ -8,16 +8,19 @@ from __future__ import annotations
 import ctypes
 import errno
 import mmap as _mmap
+import operator
 import os
+import threading
 import weakref
 from collections.abc import Iterable, Iterator, MutableMapping
 from typing import Any, ClassVar
 
 from .._fd import FdOwner
 from .._sys import commands
-from .._sys.attrs import MapBatchAttr
-from .._sys.constants import ALL_MAP_FLAGS, Cmd, FileFlags, MapFlags, MapType, UpdateFlags
-from .._sys.syscall import NR_BPF, get_errno, raw
+from .._sys.constants import ALL_MAP_FLAGS, Cmd, FileFlags, MapFlags, MapType, UpdateFlags, known
+from .._sys.elem import BATCH_SIZE, ELEM_SIZE, LOOKUP_AND_DELETE, NEXT_KEY, address, batch_attr
+from .._sys.syscall import NR_BPF, door
+from .._sys.traits import MapTraits, map_traits, map_type_name
 from ..errors import (
     ENOTSUPP,
     BPFError,
@@ -29,28 +32,18 @@ from ..errors import (
     PermissionDeniedError,
     error_for,
 )
-from .calls import BATCH_SIZE, CLOSED, ELEM_SIZE, Calls, Closed, address
+from .calls import CLOSED, Calls, Closed
 from .codec import Field, PerCpuField
 from .create import create_fd
 from .info import MapInfo
-from .spec import MapSpec, is_percpu, map_type_name, type_size
+from .spec import MapSpec, type_size
 
-_INDEXED = {
-    MapType.ARRAY, MapType.PERCPU_ARRAY, MapType.PROG_ARRAY, MapType.PERF_EVENT_ARRAY, MapType.CGROUP_ARRAY,
-    MapType.ARRAY_OF_MAPS, MapType.DEVMAP, MapType.CPUMAP, MapType.SOCKMAP, MapType.XSKMAP,
-    MapType.REUSEPORT_SOCKARRAY,
-}
-_NO_DELETE = {MapType.ARRAY, MapType.PERCPU_ARRAY}
-_BATCH = {
-    MapType.HASH, MapType.PERCPU_HASH, MapType.LRU_HASH, MapType.LRU_PERCPU_HASH, MapType.ARRAY,
-    MapType.PERCPU_ARRAY,
-}
-_BATCH_DELETE = {MapType.HASH, MapType.PERCPU_HASH, MapType.LRU_HASH, MapType.LRU_PERCPU_HASH}
-_KEYLESS = {MapType.QUEUE, MapType.STACK, MapType.BLOOM_FILTER, MapType.RINGBUF, MapType.USER_RINGBUF, MapType.ARENA}
 _MISSING = object()
+_UNKNOWN = MapTraits((0, 0))
+"""Traits of a map type this library does not know: no assumptions."""
 
 
-class Map(FdOwner, MutableMapping):
+class Map(FdOwner, MutableMapping[Any, Any]):
     """A BPF map. Create with ``Map.create(spec)``; open with ``from_pin``, ``from_id``, ``from_fd``.
 
     Keys and values are bytes-like, ``int`` (native order) or the declared ctypes types; lookups
@@ -70,22 +63,35 @@ class Map(FdOwner, MutableMapping):
     def __init__(self, fd: int, spec: MapSpec, *, readonly: bool = False) -> None:
         """Wrap an fd this object now owns; ``spec`` gives the map's shape (as the kernel reports it)."""
         self._own(fd)
-        self.type: MapType | int = MapType(spec.type) if spec.type in MapType._value2member_map_ else spec.type
+        self.type: MapType | int = known(MapType, spec.type)
+        self.traits: MapTraits = map_traits(spec.type) or _UNKNOWN
         self.key_size: int = spec.key_size or 0
         self.value_size: int = spec.value_size or 0
         self.max_entries: int = spec.max_entries
-        self.flags: MapFlags = MapFlags(int(spec.flags) & ALL_MAP_FLAGS)
+        self.flags: MapFlags = MapFlags(spec.create_flags & ALL_MAP_FLAGS)
         self.name: str = spec.name
         self.readonly = readonly
         self._id: int | None = None
         self._mmap: _mmap.mmap | None = None
         self._key = Field(self.key_size, spec.key, "key")
-        value_cls = PerCpuField if is_percpu(self.type) else Field
+        value_cls = PerCpuField if self.traits.percpu else Field
         self._value: Field = value_cls(self.value_size, spec.value, "value")
         value_alloc = getattr(self._value, "total", self.value_size)
         custom_values = type(self)._put_value is not Map._put_value
-        self._calls: Calls | Closed = Calls(weakref.ref(self), fd, self._key, self._value, value_alloc, custom_values)
+        self._users: set[int] = set()  # threads that made call buffers for this map
+        self._door = gate = door()
+        calls = Calls(weakref.ref(self), fd, gate, self._key, self._value, value_alloc, custom_values,
+                      may_sleep=self.traits.fd_values)
+        self._calls: Calls | Closed = calls
         self._value_alloc = value_alloc
+        self._retire = calls.retire
+        cls = type(self)  # the creating thread's closures stand in for the methods: one call per operation
+        if cls.lookup is Map.lookup:
+            self.lookup = calls.lookup  # type: ignore[method-assign,assignment]
+        if cls.update is Map.update:
+            self.update = calls.update  # type: ignore[method-assign,assignment]
+        if cls.delete is Map.delete:
+            self.delete = calls.delete  # type: ignore[method-assign,assignment]
 
     # ---- construction -------------------------------------------------------------------------
 
@@ -105,12 +111,15 @@ class Map(FdOwner, MutableMapping):
         fd = create_fd(spec)
         try:
             new = target(fd, spec)
+            info = commands.map_info(fd, spec.name)
+        except BaseException:
+            os.close(fd)
+            raise
+        new.flags, new._id = MapFlags(info.map_flags & ALL_MAP_FLAGS), info.id  # the kernel's word (it adds some)
+        try:
             new._fill(spec.contents)
         except BaseException:
-            if "new" in locals():
-                new.close()
-            else:
-                os.close(fd)
+            new.close()
             raise
         return new
 
@@ -133,31 +142,46 @@ class Map(FdOwner, MutableMapping):
         return cls
 
     @classmethod
-    def from_fd(cls, fd: int, *, readonly: bool = False, key: Any = None, value: Any = None) -> Map:
+    def from_fd(cls, fd: int, *, readonly: bool = False, key: Any = None, value: Any = None, typed: bool = True) -> Map:
         """A ``Map`` for a duplicate of ``fd`` (the caller keeps its own fd).
 
-        ``key``/``value`` declare ctypes types for decoding (checked against the kernel's sizes).
+        ``key``/``value`` declare ctypes types for decoding (checked against the kernel's sizes);
+        undeclared, they come from the map's BTF when it has some (``typed=False``: bytes).
         """
-        return cls._from_owned_fd(os.dup(fd), readonly=readonly, key=key, value=value)
+        return cls._from_owned_fd(os.dup(fd), readonly=readonly, key=key, value=value, typed=typed)
 
     @classmethod
-    def from_pin(cls, path: str | os.PathLike[str], readonly: bool = False, *, key: Any = None, value: Any = None) -> Map:
-        """Open a map pinned in bpffs; ``readonly`` opens it with ``BPF_F_RDONLY``."""
+    def from_pin(cls, path: str | os.PathLike[str], readonly: bool = False, *, key: Any = None, value: Any = None,
+                 owner_only: bool = False, typed: bool = True) -> Map:
+        """Open a map pinned in bpffs; ``readonly`` opens it with ``BPF_F_RDONLY``.
+
+        A symlink, or a directory on the way that another user controls, is refused
+        (``pybpf.pins``); ``owner_only`` also refuses a pin that belongs to another user (not root),
+        for reusing pins by name in a shared directory.
+        """
         flags = FileFlags.RDONLY if readonly else 0
-        fd = commands.obj_get(os.fspath(path), flags, what="map")
-        return cls._from_owned_fd(fd, readonly=readonly, key=key, value=value)
+        fd = commands.obj_get(os.fspath(path), flags, what="map", owned=owner_only)
+        return cls._from_owned_fd(fd, readonly=readonly, key=key, value=value, typed=typed)
 
     @classmethod
-    def from_id(cls, map_id: int, *, readonly: bool = False, key: Any = None, value: Any = None) -> Map:
+    def from_id(cls, map_id: int, *, readonly: bool = False, key: Any = None, value: Any = None, typed: bool = True) -> Map:
         """Open the map with kernel id ``map_id``."""
         flags = FileFlags.RDONLY if readonly else 0
         fd = commands.fd_by_id(Cmd.MAP_GET_FD_BY_ID, map_id, "open map", flags)
-        return cls._from_owned_fd(fd, readonly=readonly, key=key, value=value)
+        return cls._from_owned_fd(fd, readonly=readonly, key=key, value=value, typed=typed)
 
     @classmethod
-    def _from_owned_fd(cls, fd: int, *, readonly: bool, key: Any = None, value: Any = None) -> Map:
+    def _from_owned_fd(cls, fd: int, *, readonly: bool, key: Any = None, value: Any = None, typed: bool = True) -> Map:
         try:
+            kind = commands.object_kind(fd)
+            if kind != "map":
+                raise TypeError(f"fd {fd} holds {'a ' + kind if kind else 'no BPF object'}, not a map")
             info = MapInfo.from_struct(commands.map_info(fd))
+            if typed and info.btf_id and (key is None or value is None):  # declared types win
+                from ..btf.typed import kernel_map_types  # BTF is imported only for maps that have it
+
+                found = kernel_map_types(info.btf_id, info.btf_key_type_id, info.btf_value_type_id, info.name, info.key_size, info.value_size)
+                key, value = key if key is not None else found[0], value if value is not None else found[1]
             spec = MapSpec(
                 type=info.type,
                 key_size=info.key_size,
@@ -188,16 +212,22 @@ class Map(FdOwner, MutableMapping):
     # ---- lifetime -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the fd (the map lives on while pinned or used by a program). Idempotent."""
-        if self._finalizer.alive:
+        """Close the map (it lives on while pinned or used by a program). Idempotent. A call racing
+        ``close()`` in another thread completes on this map or fails; it never reaches another."""
+        if not self.closed:
             self._calls = CLOSED
+            self._retire()
             if self._mmap is not None:
                 try:
                     self._mmap.close()
                 except BufferError:
                     pass  # views still exported: the mapping goes when they do
                 self._mmap = None
-            self._finalizer()
+            super().close()
+
+    def _used_elsewhere(self) -> bool:
+        """Another thread has call buffers for this map: it may be in a call right now."""
+        return bool(self._users - {threading.get_ident()})
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"fd={self._fd}"
@@ -233,7 +263,7 @@ class Map(FdOwner, MutableMapping):
         """The value at ``key``; ``KeyNotFoundError`` (a ``KeyError``) when absent."""
         return self._calls.lookup(key)
 
-    def update(self, key: Any, value: Any, flags: UpdateFlags | int = UpdateFlags.ANY) -> None:
+    def update(self, key: Any, value: Any, flags: UpdateFlags | int = UpdateFlags.ANY) -> None:  # type: ignore[override]
         """Set ``key`` to ``value``; ``flags`` is ``UpdateFlags`` (ANY, NOEXIST, EXIST, LOCK)."""
         self._calls.update(key, value, flags)
 
@@ -245,32 +275,35 @@ class Map(FdOwner, MutableMapping):
         """Remove ``key`` and return its value, in one step."""
         calls = self._calls
         self._key.put(calls.key, 0, key)
-        if raw(NR_BPF, 21, calls.ref, ELEM_SIZE) < 0:
-            raise self._error("lookup_and_delete", get_errno(), key)
+        if calls.raw(NR_BPF, LOOKUP_AND_DELETE, calls.attrs.lookup_ref, ELEM_SIZE) < 0:
+            raise self._error("lookup_and_delete", calls.get_errno(), key)
         return self._value.decode(calls.value)
 
     def _put_value(self, buf: bytearray, value: Any) -> None:
         """Encode a value for an update (subclasses turn sockets and maps into fds here)."""
         self._value.put(buf, 0, value)
 
-    def _error(self, op: str, code: int, key: Any = _MISSING) -> BPFError:
-        """What an errno from an element operation means for this map type."""
+    def _error(self, op: str, code: int, key: Any = _MISSING) -> BPFError | ValueError:
+        """What an errno from an element operation means for this map type (or that the map was
+        closed while the call was on its way)."""
+        if self.closed:
+            return self.closed_error()
         kind = map_type_name(self.type)
         where = f"{op} on map {self.name!r}" if self.name else f"{op} on {kind} map"
-        key_text = "" if key is _MISSING else f"key {key!r}: "
+        key_text = "" if key is _MISSING else f"key {_show(key)}: "
         if code == errno.ENOENT:
             return KeyNotFoundError(code, where, message=f"{key_text}no such element")
         if code == errno.EEXIST:
             return KeyExistsError(code, where, message=f"{key_text}already exists (NOEXIST given)")
         if code == errno.E2BIG:
-            if self.type in _INDEXED:
+            if self.traits.indexed:
                 return IndexOutOfRangeError(code, where, message=f"{key_text}index out of range (max_entries {self.max_entries})")
             return MapFullError(code, where, message=f"{key_text}map is full (max_entries {self.max_entries})")
         if code in (errno.EPERM, errno.EACCES) and op != "create":
             return PermissionDeniedError(
                 code, where, hint="the map is frozen or read-only (RDONLY flag or opened read-only), or the process lacks CAP_BPF"
             )
-        if code in (ENOTSUPP, errno.EOPNOTSUPP) or (code == errno.EINVAL and op == "delete" and self.type in _NO_DELETE):
+        if code in (ENOTSUPP, errno.EOPNOTSUPP) or (code == errno.EINVAL and op == "delete" and not self.traits.deletable):
             return NotSupportedError(code, where, message=f"{kind} maps do not support {op}")
         return error_for(code, where)
 
@@ -280,12 +313,12 @@ class Map(FdOwner, MutableMapping):
         """``BPF_MAP_GET_NEXT_KEY``: the key after ``prev`` (the first key when None), or None at the end."""
         calls = self._calls
         if prev is None:
-            ret = raw(NR_BPF, 4, calls.first_ref, ELEM_SIZE)
+            ret = calls.raw(NR_BPF, NEXT_KEY, calls.attrs.first_ref, ELEM_SIZE)
         else:
             calls.key[:] = prev
-            ret = raw(NR_BPF, 4, calls.next_ref, ELEM_SIZE)
+            ret = calls.raw(NR_BPF, NEXT_KEY, calls.attrs.next_ref, ELEM_SIZE)
         if ret < 0:
-            code = get_errno()
+            code = calls.get_errno()
             if code == errno.ENOENT:
                 return None
             raise self._error("get_next_key", code)
@@ -297,7 +330,7 @@ class Map(FdOwner, MutableMapping):
         The kernel restarts from the first key when the previous one was deleted, so keys already
         seen are skipped; a walk that finds nothing new for two map-sizes of steps stops.
         """
-        if self.type in _KEYLESS:
+        if self.traits.keyless:
             raise NotSupportedError(errno.EOPNOTSUPP, f"iterate {map_type_name(self.type)} map", self.name,
                                     message=f"{map_type_name(self.type)} maps have no keys")
         seen: set[bytes] = set()
@@ -316,7 +349,7 @@ class Map(FdOwner, MutableMapping):
 
     def keys(self) -> Iterator[Any]:  # type: ignore[override]
         """Every key, by batch lookup where the type supports it, else by ``get_next_key``."""
-        if self.type in _BATCH:
+        if self.traits.batch:
             for key, _ in self.lookup_batch():
                 yield key
             return
@@ -329,7 +362,7 @@ class Map(FdOwner, MutableMapping):
 
     def items(self) -> Iterator[tuple[Any, Any]]:  # type: ignore[override]
         """Every ``(key, value)``: batch lookups where supported (far fewer syscalls)."""
-        if self.type in _BATCH:
+        if self.traits.batch:
             yield from self.lookup_batch()
             return
         decode = self._key.decode
@@ -351,10 +384,10 @@ class Map(FdOwner, MutableMapping):
 
     def clear(self) -> None:
         """Remove every element: batched lookup-and-delete where supported, never quadratic."""
-        if self.type in _NO_DELETE:
+        if not self.traits.deletable:
             raise NotSupportedError(errno.EINVAL, "clear", self.name, message=f"{map_type_name(self.type)} maps do not support delete")
-        if self.type in _BATCH_DELETE:
-            for _ in self.lookup_batch(delete=True):
+        if self.traits.batch_delete:
+            for _ in self.lookup_and_delete_batch():
                 pass
             return
         for key in list(self._iter_key_bytes()):
@@ -365,14 +398,12 @@ class Map(FdOwner, MutableMapping):
 
     # ---- mapping protocol ---------------------------------------------------------------------
 
-    def __getitem__(self, key: Any) -> Any:
-        return self.lookup(key)
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self.update(key, value)
-
-    def __delitem__(self, key: Any) -> None:
-        self.delete(key)
+    # ``m[k]`` is ``m.lookup(k)`` without a Python frame in between: the subscript slot finds a
+    # property whose getter (C's attrgetter) hands back the instance's ``lookup`` (the creating
+    # thread's closure, or the method), which is then called with the key.
+    __getitem__ = property(operator.attrgetter("lookup"), doc="``m[key]`` is ``m.lookup(key)``.")
+    __setitem__ = property(operator.attrgetter("update"), doc="``m[key] = value`` is ``m.update(key, value)``.")
+    __delitem__ = property(operator.attrgetter("delete"), doc="``del m[key]`` is ``m.delete(key)``.")
 
     def __contains__(self, key: object) -> bool:
         try:
@@ -433,21 +464,27 @@ class Map(FdOwner, MutableMapping):
     def _run_batch(self, cmd: int, op: str, kbuf: bytearray, vbuf: bytearray | None, count: int, flags: int) -> int:
         kaddr, _kpin = address(kbuf)
         vaddr, _vpin = address(vbuf) if vbuf is not None else (0, None)
-        attr = MapBatchAttr(keys=kaddr, values=vaddr, count=count, map_fd=self.fd, elem_flags=flags)
-        if raw(NR_BPF, cmd, ctypes.byref(attr), BATCH_SIZE) < 0:
-            code = get_errno()
-            err = self._error(op, code)
-            err.done = attr.count  # type: ignore[attr-defined]
+        attr = batch_attr(self.fd, kaddr, vaddr, count, flags)
+        if self._door.raw(NR_BPF, cmd, ctypes.byref(attr), BATCH_SIZE) < 0:
+            err = self._error(op, self._door.get_errno())
+            if isinstance(err, BPFError):
+                err.done = attr.count
             raise err
-        return attr.count
+        return int(attr.count)
+
+    def lookup_and_delete_batch(self, batch_size: int = 4096) -> Iterator[tuple[Any, Any]]:
+        """Yield and remove every ``(key, value)`` using ``BPF_MAP_LOOKUP_AND_DELETE_BATCH``."""
+        return self.lookup_batch(batch_size, delete=True)
 
     def lookup_batch(self, batch_size: int = 4096, *, delete: bool = False) -> Iterator[tuple[Any, Any]]:
-        """Yield every ``(key, value)`` using ``BPF_MAP_LOOKUP_BATCH`` (``delete``: and remove them)."""
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, not {batch_size}")
+        """Yield every ``(key, value)`` using ``BPF_MAP_LOOKUP_BATCH`` (``delete``: and remove them).
+
+        A generator: closing the map while it is suspended makes its next step fail; it never
+        reads another map."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 0 < batch_size < 1 << 31:
+            raise ValueError(f"batch_size must be a positive 31-bit int, not {batch_size!r}")
         cmd = Cmd.MAP_LOOKUP_AND_DELETE_BATCH if delete else Cmd.MAP_LOOKUP_BATCH
         op = "lookup_and_delete_batch" if delete else "lookup_batch"
-        fd = self.fd
         token_size = max(self.key_size, 8)
         in_tok, out_tok = bytearray(token_size), bytearray(token_size)
         in_addr, _pin_in = address(in_tok)
@@ -459,10 +496,9 @@ class Map(FdOwner, MutableMapping):
         vaddr, _vpin = address(vbuf)
         ks, vs = self.key_size, self._value_alloc
         keys_of, values_of = self._key.decode_many, self._value.decode_many
+        raw, get_errno = self._door.raw, self._door.get_errno
         while True:
-            attr = MapBatchAttr(
-                in_batch=0 if first else in_addr, out_batch=out_addr, keys=kaddr, values=vaddr, count=count, map_fd=fd
-            )
+            attr = batch_attr(self.fd, kaddr, vaddr, count, in_batch=0 if first else in_addr, out_batch=out_addr)
             ret = raw(NR_BPF, cmd, ctypes.byref(attr), BATCH_SIZE)
             code = get_errno() if ret < 0 else 0
             if ret < 0 and code == errno.ENOSPC and attr.count == 0:
@@ -509,3 +545,10 @@ class Map(FdOwner, MutableMapping):
         return (self.value_size + 7) & ~7
 
 
+
+
+def _show(key: Any) -> str:
+    """A key as the user would type it: bytes as hex words (``0x09 0x00 0x00 0x00``), else repr."""
+    if isinstance(key, bytes | bytearray | memoryview):
+        return " ".join(f"0x{b:02x}" for b in bytes(key)) or "(empty)"
+    return repr(key)

@@ -30,7 +30,9 @@ class XskMap(_FdValueMap):
     def _defaults(cls) -> dict[str, Any]:
         return {"type": MapType.XSKMAP, "key_size": 4, "value_size": 4}
 
-    def _error(self, op: str, code: int, key: Any = None) -> BPFError:
+    def _error(self, op: str, code: int, key: Any = None) -> BPFError | ValueError:
+        if self.closed:
+            return self.closed_error()
         where = f"{op} on XskMap" + (f" {self.name!r}" if self.name else "")
         if op in ("lookup", "lookup_and_delete") and code in (errno.EOPNOTSUPP, ENOTSUPP):
             return NotSupportedError(code, where, message="the kernel does not let user space read XSKMAP slots "

@@ -22,19 +22,39 @@ from .ready import (
 from .ready_proxy import SpliceFlow, splice_bounded_verdict
 from .ready_reuseport import reuseport_migrate
 from .spec import ProgramSpec
+from .stats import StatsHandle, enable_stats
+from .tracing import (
+    PerfAttachment,
+    PerfEvent,
+    PerfEventLink,
+    PerfLink,
+    attach_cpu_clock,
+    perf_attachments,
+    section_attach,
+    tracepoint_fields,
+)
 
 __all__ = [
     "Link",
     "LinkInfo",
+    "PerfAttachment",
+    "PerfEvent",
+    "PerfEventLink",
+    "PerfLink",
     "Program",
     "ProgramInfo",
     "ProgramSpec",
+    "StatsHandle",
     "TestRun",
     "XdpMode",
+    "attach_cpu_clock",
+    "enable_stats",
     "loaded_programs",
+    "perf_attachments",
     "query",
     "reuseport_hash",
     "reuseport_select",
+    "section_attach",
     "sk_msg_drop",
     "sk_msg_pass",
     "sk_msg_redirect",
@@ -44,6 +64,7 @@ __all__ = [
     "sk_skb_redirect",
     "splice_pair",
     "splice_verdict",
+    "tracepoint_fields",
     "xsk_redirect",
     "SpliceFlow",
     "splice_bounded_verdict",

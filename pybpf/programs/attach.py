@@ -9,29 +9,21 @@ import os
 import socket
 from typing import Any
 
+from .. import features
+from .._fd import fd_of
 from .._sys import commands
-from .._sys.constants import AttachType, MapType, ProgramType
-from .._sys.kernel import SOCKMAP_LINK_SINCE, kernel_has
+from .._sys.constants import AttachType, MapType, ProgramType, member
+from .._sys.netif import SO_ATTACH_REUSEPORT_EBPF, SO_DETACH_REUSEPORT_BPF, interface_index
+from .._sys.traits import ATTACH_TYPES, program_type_name
 from ..errors import BPFError, NotSupportedError, error_for
 from .link import Link
 
-SO_ATTACH_REUSEPORT_EBPF = 52
-"""``setsockopt`` option: run a BPF program to pick the socket of a SO_REUSEPORT group."""
-SO_DETACH_REUSEPORT_BPF = 68
-"""``setsockopt`` option: remove the group's program (Linux 5.3+)."""
-
 MAP_ATTACH_TYPES: dict[AttachType, ProgramType] = {
-    AttachType.SK_MSG_VERDICT: ProgramType.SK_MSG,
-    AttachType.SK_SKB_STREAM_PARSER: ProgramType.SK_SKB,
-    AttachType.SK_SKB_STREAM_VERDICT: ProgramType.SK_SKB,
-    AttachType.SK_SKB_VERDICT: ProgramType.SK_SKB,
+    kind: traits.program_types[0] for kind, traits in ATTACH_TYPES.items()
+    if traits.target == "map" and kind != AttachType.STRUCT_OPS
 }
 """The attach points of a SOCKMAP/SOCKHASH and the program type each takes."""
 
-_EXCLUSIVE = {
-    AttachType.SK_SKB_STREAM_VERDICT: AttachType.SK_SKB_VERDICT,
-    AttachType.SK_SKB_VERDICT: AttachType.SK_SKB_STREAM_VERDICT,
-}
 _SOCKET_MAPS = (MapType.SOCKMAP, MapType.SOCKHASH)
 
 
@@ -44,17 +36,9 @@ class XdpMode(enum.IntFlag):
     HW = 1 << 3
 
 
-def target_fd(target: Any, what: str = "target") -> int:
-    """The fd of an attach target: an object with ``.fd`` (a ``Map``) or an int fd."""
-    fd = target if isinstance(target, int) and not isinstance(target, bool) else getattr(target, "fd", None)
-    if not isinstance(fd, int) or fd < 0:
-        raise TypeError(f"{what} must be an object with an open .fd (a Map), or an fd, not {target!r}")
-    return fd
-
-
 def _map_type(fd: int) -> int | None:
     try:
-        return commands.map_info(fd).type
+        return int(commands.map_info(fd).type)
     except BPFError:
         return None
 
@@ -68,15 +52,16 @@ def _explain_map_error(prog: Any, fd: int, attach_type: AttachType, err: BPFErro
         return error_for(code, where, message="the target must be a SOCKMAP or SOCKHASH map")
     if code == errno.EINVAL:
         if expected is not None and prog.type != expected:
-            got = getattr(prog.type, "name", prog.type)
+            got = program_type_name(prog.type)
             return BPFError(code, where, message=f"{attach_type.name} takes {expected.name} programs, not {got}")
         if expected is None:
             names = ", ".join(t.name for t in MAP_ATTACH_TYPES)
             return BPFError(code, where, message=f"a socket map takes the attach types {names}")
-        if op == "link" and not kernel_has(SOCKMAP_LINK_SINCE):
-            return NotSupportedError(code, where, message="sockmap links need Linux 6.10 or later; use attach()")
+        lacking = features.lacking("sockmap_link") if op == "link" else None
+        if lacking is not None:
+            return NotSupportedError(code, where, message=f"{lacking}; use attach()")
     if code == errno.EBUSY:
-        other = _EXCLUSIVE.get(attach_type)
+        other = ATTACH_TYPES[attach_type].exclusive_with
         if other is not None and _attached(fd, other):
             return BPFError(code, where, message=f"the map already has a {other.name} program: "
                             f"{attach_type.name} and {other.name} exclude each other on one map")
@@ -94,15 +79,12 @@ def _attached(fd: int, attach_type: AttachType) -> bool:
 
 
 def _attach_type(value: Any) -> AttachType:
-    try:
-        return AttachType(value)
-    except ValueError:
-        raise ValueError(f"unknown attach type {value!r}") from None
+    return member(AttachType, value, "attach_type")
 
 
 def attach_map(prog: Any, target: Any, attach_type: AttachType | int, flags: int = 0) -> None:
     """``BPF_PROG_ATTACH`` of ``prog`` to a socket map at ``attach_type``."""
-    kind, fd = _attach_type(attach_type), target_fd(target)
+    kind, fd = _attach_type(attach_type), fd_of(target, "target")
     try:
         commands.prog_attach(fd, prog.fd, kind, flags, name=prog.name)
     except BPFError as err:
@@ -111,7 +93,7 @@ def attach_map(prog: Any, target: Any, attach_type: AttachType | int, flags: int
 
 def detach_map(prog: Any, target: Any, attach_type: AttachType | int) -> None:
     """``BPF_PROG_DETACH`` of ``prog`` from a socket map at ``attach_type``."""
-    kind, fd = _attach_type(attach_type), target_fd(target)
+    kind, fd = _attach_type(attach_type), fd_of(target, "target")
     try:
         commands.prog_detach(fd, prog.fd, kind, name=prog.name)
     except BPFError as err:
@@ -120,26 +102,12 @@ def detach_map(prog: Any, target: Any, attach_type: AttachType | int) -> None:
 
 def link_map(prog: Any, target: Any, attach_type: AttachType | int) -> Link:
     """``BPF_LINK_CREATE`` of ``prog`` on a socket map (Linux 6.10+): the link detaches on close."""
-    kind, fd = _attach_type(attach_type), target_fd(target)
+    kind, fd = _attach_type(attach_type), fd_of(target, "target")
     try:
         link_fd = commands.link_create(prog.fd, fd, kind, name=prog.name)
     except BPFError as err:
         raise _explain_map_error(prog, fd, kind, err, "link") from None
     return Link(link_fd, f"{prog.name or 'program'} {kind.name}")
-
-
-def interface_index(interface: str | int) -> int:
-    """The index of a network interface given by name or index; ValueError if there is none."""
-    if isinstance(interface, bool):
-        raise TypeError(f"interface must be a name or an index, not {interface!r}")
-    if isinstance(interface, int):
-        if interface <= 0:
-            raise ValueError(f"interface index must be positive, not {interface}")
-        return interface
-    try:
-        return socket.if_nametoindex(interface)
-    except OSError:
-        raise ValueError(f"no network interface named {interface!r} (in this network namespace)") from None
 
 
 def attach_xdp(prog: Any, interface: str | int, mode: XdpMode | int = XdpMode.AUTO) -> Link:
@@ -154,7 +122,7 @@ def attach_xdp(prog: Any, interface: str | int, mode: XdpMode | int = XdpMode.AU
             raise BPFError(code, where, message="an XDP program is already attached there "
                            "(use Link.update to replace a program attached with a link)") from None
         if code == errno.EINVAL and prog.type != ProgramType.XDP:
-            raise BPFError(code, where, message=f"XDP takes XDP programs, not {getattr(prog.type, 'name', prog.type)}") from None
+            raise BPFError(code, where, message=f"XDP takes XDP programs, not {program_type_name(prog.type)}") from None
         if code in (errno.EOPNOTSUPP, errno.EINVAL) and mode:
             raise NotSupportedError(code, where, message=f"the interface or its driver does not support XDP mode {XdpMode(mode).name}") from None
         raise error_for(code, where) from None
@@ -173,7 +141,7 @@ def _with_socket(sock: socket.socket | int, action: Any) -> None:
 
 def _reuseport_reason(prog: Any, sock: socket.socket) -> str:
     if prog.type not in (ProgramType.SK_REUSEPORT, ProgramType.SOCKET_FILTER):
-        return f"a reuseport group takes SK_REUSEPORT or SOCKET_FILTER programs, not {getattr(prog.type, 'name', prog.type)}"
+        return f"a reuseport group takes SK_REUSEPORT or SOCKET_FILTER programs, not {program_type_name(prog.type)}"
     if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT):
         return "the socket does not have SO_REUSEPORT set (set it before bind)"
     return "the socket was bound before SO_REUSEPORT was set, so it is in no reuseport group"
@@ -206,4 +174,4 @@ def detach_reuseport(sock: socket.socket | int) -> None:
 
 def query(target: Any, attach_type: AttachType | int) -> list[int]:
     """The ids of the programs attached to ``target`` (a map, or an fd) at ``attach_type``."""
-    return commands.prog_query(target_fd(target), _attach_type(attach_type))[1]
+    return commands.prog_query(fd_of(target, "target"), _attach_type(attach_type))[1]

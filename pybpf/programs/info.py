@@ -6,14 +6,7 @@ import ctypes
 import dataclasses
 
 from .._sys.attrs import LinkInfoStruct, ProgInfoStruct
-from .._sys.constants import AttachType, LinkType, ProgramType
-
-
-def _enum(cls: type, value: int) -> int:
-    try:
-        return cls(value)
-    except ValueError:
-        return value
+from .._sys.constants import AttachType, LinkType, ProgramType, known
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +33,7 @@ class ProgramInfo:
         """Convert the kernel struct (``map_ids`` come from a second call that has room for them)."""
         return cls(
             id=raw.id,
-            type=_enum(ProgramType, raw.type),
+            type=known(ProgramType, raw.type),
             name=raw.name.decode(errors="replace"),
             tag=bytes(raw.tag).hex(),
             map_ids=tuple(map_ids),
@@ -59,7 +52,8 @@ class ProgramInfo:
 @dataclasses.dataclass(frozen=True)
 class LinkInfo:
     """One link as the kernel reports it (``struct bpf_link_info``): the common head, plus the
-    interface of an XDP link and the map and attach type of a sockmap link."""
+    interface of an XDP link, the map and attach type of a sockmap link, and the attach type and
+    BTF target of a tracing (fentry/fexit/...) link."""
 
     id: int
     type: LinkType | int
@@ -67,15 +61,22 @@ class LinkInfo:
     ifindex: int | None = None
     map_id: int | None = None
     attach_type: AttachType | int | None = None
+    target_obj_id: int | None = None
+    """TRACING links: the id of the BTF object (vmlinux's, a module's) or program holding the target."""
+    target_btf_id: int | None = None
+    """TRACING links: the BTF id of the function or tracepoint attached to."""
 
     @classmethod
     def from_struct(cls, raw: LinkInfoStruct) -> LinkInfo:
         """Convert the kernel struct, decoding the per-type part for XDP and SOCKMAP links."""
-        link_type = _enum(LinkType, raw.type)
+        link_type = known(LinkType, raw.type)
         head = dict(id=raw.id, type=link_type, prog_id=raw.prog_id)
         first, second = (ctypes.c_uint32 * 2).from_buffer_copy(raw.extra)
         if link_type == LinkType.XDP:
             return cls(**head, ifindex=first)
         if link_type == LinkType.SOCKMAP:
-            return cls(**head, map_id=first, attach_type=_enum(AttachType, second))
+            return cls(**head, map_id=first, attach_type=known(AttachType, second))
+        if link_type == LinkType.TRACING:
+            third = (ctypes.c_uint32 * 3).from_buffer_copy(raw.extra)[2]
+            return cls(**head, attach_type=known(AttachType, first), target_obj_id=second, target_btf_id=third)
         return cls(**head)

@@ -5,17 +5,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .._fd import FdOwner
+from .._fd import FdOwner, fd_of
 from .._sys import commands, prog
 from .._sys.constants import Cmd
 from .info import LinkInfo
 
-
-def _prog_fd(program: Any) -> int:
-    fd = program if isinstance(program, int) and not isinstance(program, bool) else getattr(program, "fd", None)
-    if not isinstance(fd, int) or fd < 0:
-        raise TypeError(f"expected a Program (or a program fd), not {program!r}")
-    return fd
+BPF_F_REPLACE = 1 << 2
+"""``BPF_LINK_UPDATE`` flag: replace only if ``old_prog_fd`` is the current program."""
 
 
 class Link(FdOwner):
@@ -35,17 +31,26 @@ class Link(FdOwner):
     @classmethod
     def from_pin(cls, path: str | os.PathLike[str]) -> Link:
         """Open a link pinned in bpffs."""
-        return cls(commands.obj_get(os.fspath(path), what="link"), os.fspath(path))
+        return cls._checked(commands.obj_get(os.fspath(path), what="link"), os.fspath(path))
 
     @classmethod
     def from_id(cls, link_id: int) -> Link:
         """Open the link with kernel id ``link_id``."""
-        return cls(commands.fd_by_id(Cmd.LINK_GET_FD_BY_ID, link_id, "open link"), f"link {link_id}")
+        return cls._checked(commands.fd_by_id(Cmd.LINK_GET_FD_BY_ID, link_id, "open link"), f"link {link_id}")
 
     @classmethod
     def from_fd(cls, fd: int) -> Link:
         """A ``Link`` for a duplicate of ``fd`` (the caller keeps its own fd)."""
-        return cls(os.dup(fd))
+        return cls._checked(os.dup(fd_of(fd, "fd")))
+
+    @classmethod
+    def _checked(cls, fd: int, name: str = "") -> Link:
+        """A ``Link`` owning ``fd`` once the kernel confirms it is a link (TypeError otherwise)."""
+        kind = commands.object_kind(fd)
+        if kind != "link":
+            os.close(fd)
+            raise TypeError(f"{name or 'fd'} holds {'a ' + kind if kind else 'no BPF object'}, not a link")
+        return cls(fd, name)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"fd={self._fd}"
@@ -66,9 +71,9 @@ class Link(FdOwner):
 
     def update(self, program: Any, old: Any = None) -> None:
         """Swap in ``program`` atomically (``BPF_LINK_UPDATE``); with ``old``, only if that is current."""
-        old_fd = 0 if old is None else _prog_fd(old)
-        flags = 0 if old is None else 1 << 2  # BPF_F_REPLACE
-        commands.link_update(self.fd, _prog_fd(program), old_fd, flags, self.name)
+        old_fd = 0 if old is None else fd_of(old, "old")
+        flags = 0 if old is None else BPF_F_REPLACE
+        commands.link_update(self.fd, fd_of(program, "program"), old_fd, flags, self.name)
 
     def detach(self) -> None:
         """Detach now (``BPF_LINK_DETACH``), even if pinned; the fd stays open until ``close()``."""

@@ -10,12 +10,13 @@ import struct
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from .._fd import FdOwner
+from .._fd import FdOwner, fd_of
 from .._sys import commands, prog
-from .._sys.attrs import ProgLoadAttr, TestRunAttr
-from .._sys.constants import AttachType, Cmd, ProgramType
+from .._sys.attrs import ProgLoadAttr, TestRunAttr, check_uint
+from .._sys.constants import AttachType, Cmd, ProgramType, TestRunFlags, known
 from ..errors import BPFError
 from . import attach as _attach
+from . import tracing as _tracing
 from .info import ProgramInfo
 from .link import Link
 from .spec import ProgramSpec
@@ -32,13 +33,6 @@ class TestRun(NamedTuple):
     duration: int
 
 
-def _program_type(value: int) -> ProgramType | int:
-    try:
-        return ProgramType(value)
-    except ValueError:
-        return value
-
-
 class Program(FdOwner):
     """A loaded BPF program. Load with ``Program.load(spec)``; open with ``from_pin``, ``from_id``,
     ``from_fd``. Closing the last fd unloads it unless it is pinned or attached.
@@ -52,10 +46,12 @@ class Program(FdOwner):
                  expected_attach_type: AttachType | int | None = None, verifier_log: str = "") -> None:
         """Wrap a program fd this object now owns."""
         self._own(fd)
-        self.type: ProgramType | int = _program_type(type)
+        self.type: ProgramType | int = known(ProgramType, type)
         self.name = name
         self.expected_attach_type = expected_attach_type
         self.verifier_log = verifier_log
+        self.section = ""
+        """The ELF section the program was loaded from (libbpf's name says where it attaches), or ""."""
         self._id: int | None = None
 
     # ---- construction -----------------------------------------------------------------------
@@ -81,8 +77,17 @@ class Program(FdOwner):
             expected_attach_type=spec.expected_attach_type or 0,
         )
         _keep = _set_btf(attr, spec)  # noqa: F841 - the record buffers must outlive the syscall
-        fd, log = prog.prog_load(attr, spec.name, log_level)
-        return cls(fd, spec.type, spec.name, expected_attach_type=spec.expected_attach_type, verifier_log=log)
+        attr.attach_btf_id = _tracing.attach_btf_id(spec)
+        try:
+            fd, log = prog.prog_load(attr, spec.name, log_level)
+        except BPFError as err:
+            refused = _tracing.explain_tracing_refusal(err.errno, spec)
+            if refused is not None:
+                raise refused from None
+            raise
+        loaded = cls(fd, spec.type, spec.name, expected_attach_type=spec.expected_attach_type, verifier_log=log)
+        loaded.section = getattr(spec, "section", "")
+        return loaded
 
     @classmethod
     def from_pin(cls, path: str | os.PathLike[str]) -> Program:
@@ -97,11 +102,14 @@ class Program(FdOwner):
     @classmethod
     def from_fd(cls, fd: int) -> Program:
         """A ``Program`` for a duplicate of ``fd`` (the caller keeps its own fd)."""
-        return cls._from_owned_fd(os.dup(fd))
+        return cls._from_owned_fd(os.dup(fd_of(fd, "fd")))
 
     @classmethod
     def _from_owned_fd(cls, fd: int) -> Program:
         try:
+            kind = commands.object_kind(fd)
+            if kind != "program":
+                raise TypeError(f"fd {fd} holds {'a ' + kind if kind else 'no BPF object'}, not a program")
             raw = commands.prog_info(fd)
         except BaseException:
             os.close(fd)
@@ -141,14 +149,21 @@ class Program(FdOwner):
 
     # ---- running and attaching --------------------------------------------------------------
 
-    def test_run(self, data: bytes = b"", repeat: int = 1, ctx: bytes | None = None) -> TestRun:
-        """Run the program on ``data`` in the kernel (``BPF_PROG_TEST_RUN``), ``repeat`` times.
+    def test_run(self, data: bytes = b"", repeat: int = 0, ctx: bytes | None = None, *, flags: int = 0,
+                 cpu: int = 0, batch_size: int = 0) -> TestRun:
+        """Run the program in the kernel (``BPF_PROG_TEST_RUN``) on ``data`` and ``ctx``.
 
-        Supported for socket filter, tc, XDP, flow dissector and a few more types; others raise
-        ``NotSupportedError``.
+        ``repeat`` 0 runs once and is what every type accepts (raw tracepoint and syscall programs
+        refuse any other); ``flags`` are ``TestRunFlags`` (e.g. ``XDP_LIVE_FRAMES``, Linux 5.18+,
+        with ``batch_size``); ``cpu`` with ``TestRunFlags.RUN_ON_CPU``. Supported for socket
+        filter, tc, XDP, flow dissector, raw tracepoint, syscall and a few more types; others
+        raise ``NotSupportedError``.
         """
-        data_in = ctypes.create_string_buffer(bytes(data), len(data))
-        out_size = len(data) + 4096 if data else 0
+        repeat, flags = check_uint(repeat, "repeat"), check_uint(flags, "flags")
+        cpu, batch_size = check_uint(cpu, "cpu"), check_uint(batch_size, "batch_size")
+        data = bytes(data)
+        data_in = ctypes.create_string_buffer(data, len(data))
+        out_size = len(data) + 4096 if data and not flags & TestRunFlags.XDP_LIVE_FRAMES else 0
         data_out = ctypes.create_string_buffer(out_size)
         ctx_in = ctypes.create_string_buffer(bytes(ctx), len(ctx)) if ctx is not None else None
         attr = TestRunAttr(
@@ -156,10 +171,13 @@ class Program(FdOwner):
             data_size_in=len(data),
             data_in=ctypes.addressof(data_in) if data else 0,
             data_size_out=out_size,
-            data_out=ctypes.addressof(data_out) if data else 0,
+            data_out=ctypes.addressof(data_out) if out_size else 0,
             repeat=repeat,
             ctx_size_in=len(ctx) if ctx is not None else 0,
             ctx_in=ctypes.addressof(ctx_in) if ctx_in is not None else 0,
+            flags=flags,
+            cpu=cpu,
+            batch_size=batch_size,
         )
         prog.prog_test_run(attr, self.name)
         return TestRun(attr.retval, data_out.raw[: attr.data_size_out], attr.duration)
@@ -192,6 +210,33 @@ class Program(FdOwner):
     def detach_reuseport(self, sock: socket.socket | int) -> None:
         """Remove the program of ``sock``'s SO_REUSEPORT group (``SO_DETACH_REUSEPORT_BPF``)."""
         _attach.detach_reuseport(sock)
+
+    def attach_tracepoint(self, category: str, name: str) -> Link:
+        """Attach this TRACEPOINT program to ``category:name`` (e.g. ``syscalls``, ``sys_enter_openat``)."""
+        return _tracing.attach_tracepoint(self, category, name)
+
+    def attach_raw_tracepoint(self, name: str) -> Link:
+        """Attach this RAW_TRACEPOINT program to the kernel tracepoint ``name`` (e.g. ``sched_switch``)."""
+        return _tracing.attach_raw_tracepoint(self, name)
+
+    def attach_kprobe(self, symbol: str, retprobe: bool = False) -> Link:
+        """Attach this KPROBE program to kernel function ``symbol`` (its return with ``retprobe``).
+        ``NotSupportedError`` on a kernel built without kprobes."""
+        return _tracing.attach_kprobe(self, symbol, retprobe)
+
+    def attach_uprobe(self, path: str | os.PathLike[str], symbol: str | int, retprobe: bool = False,
+                      pid: int | None = None) -> Link:
+        """Attach this KPROBE program to function ``symbol`` of executable or library ``path``
+        (its return with ``retprobe``); with ``pid``, in that process only."""
+        return _tracing.attach_uprobe(self, path, symbol, retprobe, pid)
+
+    def attach_tracing(self) -> Link:
+        """Attach this fentry/fexit/fmod_ret/tp_btf/LSM program at the target it was loaded for."""
+        return _tracing.attach_tracing(self)
+
+    def attach_perf_event(self, fd: Any) -> Link:
+        """Attach to a perf event (a ``PerfEvent`` or an event fd, not taken over), e.g. a sampling clock."""
+        return _tracing.attach_perf_event(self, fd)
 
 
 def _set_btf(attr: ProgLoadAttr, spec: ProgramSpec) -> list[ctypes.Array[ctypes.c_char]]:

@@ -1,7 +1,7 @@
 """Ready-made programs, assembled here and loaded at once: each function returns a loaded ``Program``.
 
-Maps are passed as objects with ``.fd`` (a ``Map``) or as fds; the program refers to the map, so
-the map lives on while the program does. Attach the result yourself (``prog.attach(map, ...)``,
+Maps are passed as ``Map`` objects (``Map.from_fd`` wraps a raw fd); the program refers to the
+map, so the map lives on while the program does. Attach the result yourself (``prog.attach(map, ...)``,
 ``prog.attach_xdp(...)``, ``prog.attach_reuseport(...)``).
 """
 
@@ -11,8 +11,11 @@ import socket
 import sys
 from typing import Any
 
-from .._sys import commands
 from .._sys.constants import AttachType, MapType, ProgramType
+from .._sys.netif import cookie_of
+from .._sys.traits import map_type_name
+from ..map import Map
+from ..map.codec import Field
 from ..asm import DW, FP, R0, R1, R2, R3, R4, R6, W, Assembler, Helper
 from .program import Program
 from .spec import ProgramSpec
@@ -24,42 +27,28 @@ XDP_PASS = 2
 BPF_F_INGRESS = 1
 """Redirect flag: deliver to the target socket's receive queue instead of sending it out."""
 
-_SO_COOKIE = 57
 _CTX_XDP_RX_QUEUE_INDEX = 16  # struct xdp_md
 _CTX_REUSEPORT_HASH = 32  # struct sk_reuseport_md
 _CTX_SKB_LEN = 0  # struct __sk_buff
 
 
 def _map(obj: Any, what: str) -> tuple[int, int, int]:
-    """``(fd, type, key_size)`` of a map object or fd (asking the kernel when the object cannot say)."""
-    fd = obj if isinstance(obj, int) and not isinstance(obj, bool) else getattr(obj, "fd", None)
-    if not isinstance(fd, int) or fd < 0:
-        raise TypeError(f"{what} must be a map (an object with an open .fd) or a map fd, not {obj!r}")
-    map_type, key_size = getattr(obj, "type", None), getattr(obj, "key_size", None)
-    if map_type is None or key_size is None:
-        info = commands.map_info(fd)
-        map_type, key_size = info.type, info.key_size
-    return fd, map_type, key_size
+    """``(fd, type, key_size)`` of a ``Map``. A bare int is refused: next to keys and counts it
+    would be ambiguous (wrap a raw fd with ``Map.from_fd``)."""
+    if not isinstance(obj, Map):
+        raise TypeError(f"{what} must be a Map (Map.from_fd(fd) wraps a raw fd), not {obj!r}")
+    return obj.fd, obj.type, obj.key_size
 
 
 def _need(map_type: int, allowed: tuple[MapType, ...], what: str) -> None:
     if map_type not in allowed:
         names = " or ".join(t.name for t in allowed)
-        got = MapType(map_type).name if map_type in MapType._value2member_map_ else map_type
-        raise ValueError(f"{what} must be a {names} map, not {got}")
+        raise ValueError(f"{what} must be a {names} map, not {map_type_name(map_type)}")
 
 
 def _key_bytes(key: Any, size: int) -> bytes:
-    if isinstance(key, (bytes, bytearray, memoryview)):
-        if len(key) != size:
-            raise ValueError(f"key is {len(key)} bytes but the map's keys are {size}")
-        return bytes(key)
-    if isinstance(key, bool) or not isinstance(key, int):
-        raise TypeError(f"key must be bytes or an int, not {key!r}")
-    try:
-        return key.to_bytes(size, sys.byteorder)
-    except OverflowError:
-        raise ValueError(f"key {key} does not fit in {size} bytes") from None
+    """``key`` (bytes or an int) as the map's ``size``-byte key, checked as map operations check it."""
+    return Field(size, None, "key").encode(key)
 
 
 def _store(a: Assembler, data: bytes) -> int:
@@ -166,10 +155,6 @@ def splice_verdict(sockhash: Any, peers: Any) -> Program:
     return _load(a, ProgramType.SK_SKB, "splice_verdict")
 
 
-def _cookie(sock: socket.socket) -> int:
-    return int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, _SO_COOKIE, 8), sys.byteorder)
-
-
 def splice_pair(sockhash: Any, peers: Any, a: socket.socket, b: socket.socket) -> tuple[int, int]:
     """Join two connected TCP sockets through ``splice_verdict``'s maps; returns their cookies.
 
@@ -180,7 +165,7 @@ def splice_pair(sockhash: Any, peers: Any, a: socket.socket, b: socket.socket) -
     ``SO_RCVLOWAT`` on the socket makes the kernel process them at once. Closed sockets leave
     the SOCKHASH by themselves; delete their ``peers`` entries when done.
     """
-    cookie_a, cookie_b = _cookie(a), _cookie(b)
+    cookie_a, cookie_b = cookie_of(a), cookie_of(b)
     peers[cookie_a] = cookie_b
     peers[cookie_b] = cookie_a
     sockhash[cookie_a] = a
@@ -238,11 +223,11 @@ def reuseport_select(sockarray: Any, control: Any) -> Program:
     return _load(a, ProgramType.SK_REUSEPORT, "reuseport_sel", AttachType.SK_REUSEPORT_SELECT)
 
 
-def reuseport_hash(sockarray: Any, count: Any) -> Program:
+def reuseport_hash(sockarray: Any, count_map: Any) -> Program:
     """SK_REUSEPORT program picking the socket at ``hash % n``, where ``n`` (the number of live
-    sockets, filled from index 0) is held in ``count`` (a one-entry ARRAY); n == 0 or an empty
-    slot falls back to the kernel's default selection."""
-    array_fd, count_fd = _control(sockarray, count, "count")
+    sockets, filled from index 0) is held in ``count_map`` (a one-entry ARRAY ``Map``, not a number);
+    n == 0 or an empty slot falls back to the kernel's default selection."""
+    array_fd, count_fd = _control(sockarray, count_map, "count_map")
     a = Assembler()
     _select_prologue(a, count_fd)
     a.ldx(W, R1, R0, 0).jeq(R1, 0, "pass")

@@ -7,14 +7,36 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._sys.constants import OBJ_NAME_LEN, AttachType, ProgramType
+from .._sys.constants import OBJ_NAME_LEN, AttachType, ProgramType, member
 from ..asm import Assembler, Insn, encode
 
 if TYPE_CHECKING:
-    from ..btf import BtfHandle, FuncInfo, LineInfo
+    from ..btf import BtfHandle, CoreRelo, FuncInfo, LineInfo
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.]*$")
 _MAX_INSNS = 1_000_000  # BPF_COMPLEXITY_LIMIT_INSNS: the most a privileged program may have
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MapReference:
+    """An ``ld_imm64`` at instruction ``insn`` loading map ``map`` (a name in the collection), or
+    (with ``offset``) the address ``offset`` bytes into its value (global data)."""
+
+    insn: int
+    map: str
+    offset: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ExternReference:
+    """An instruction that refers to a kernel symbol (``__ksym``): an ``ld_imm64`` of a kernel
+    variable's or function's address, or (``call``) a call of a kernel function; loading
+    resolves ``name`` against the running kernel."""
+
+    insn: int
+    name: str
+    function: bool = False
+    call: bool = False
 
 
 @dataclasses.dataclass
@@ -24,6 +46,13 @@ class ProgramSpec:
 
     ``btf`` (a loaded ``BtfHandle``) with ``func_info``/``line_info`` (``insn_off`` counted in
     instructions) describes the functions and source lines; they are sent only with ``btf``.
+
+    ``attach_to`` names the kernel function (or tracepoint) of a BTF-typed program (fentry,
+    fexit, fmod_ret, tp_btf, lsm); its BTF id is looked up in vmlinux BTF at load.
+
+    A program read from an object file also has its ``section``, the map ``references`` that
+    loading fills with fds, and its CO-RE relocations (``core_relos``, applied at load against the
+    running kernel's BTF) and references to kernel symbols (``externs``, resolved at load).
     """
 
     type: ProgramType | int
@@ -36,6 +65,11 @@ class ProgramSpec:
     btf: BtfHandle | None = None
     func_info: Sequence[FuncInfo] = ()
     line_info: Sequence[LineInfo] = ()
+    attach_to: str = ""
+    section: str = ""
+    references: Sequence[MapReference] = ()
+    core_relos: Sequence[CoreRelo] = ()
+    externs: Sequence[ExternReference] = ()
 
     def instructions(self) -> bytes:
         """The encoded instructions (an ``Assembler`` is assembled, labels resolved)."""
@@ -47,7 +81,7 @@ class ProgramSpec:
 
     def validate(self) -> None:
         """Raise ``ValueError``/``TypeError`` naming the field for anything the kernel would refuse."""
-        if isinstance(self.type, bool) or not isinstance(self.type, int) or self.type <= 0:
+        if isinstance(self.type, bool) or not isinstance(self.type, int) or not 0 < self.type < 1 << 32:
             raise ValueError(f"ProgramSpec.type must be a ProgramType, not {self.type!r}")
         if not isinstance(self.name, str) or len(self.name.encode()) >= OBJ_NAME_LEN or not _NAME_RE.match(self.name):
             raise ValueError(
@@ -55,6 +89,18 @@ class ProgramSpec:
             )
         if not isinstance(self.license, str) or "\0" in self.license:
             raise ValueError(f"ProgramSpec.license must be a string without NUL, not {self.license!r}")
+        if not isinstance(self.insns, Assembler | bytes | bytearray | memoryview):
+            if isinstance(self.insns, str) or not isinstance(self.insns, Sequence):
+                raise TypeError(f"ProgramSpec.insns must be Insn objects, an Assembler or bytes, not {type(self.insns).__name__}")
+            for i, insn in enumerate(self.insns):
+                if not isinstance(insn, Insn):
+                    raise TypeError(f"ProgramSpec.insns[{i}] must be an Insn, not {insn!r}")
+        if isinstance(self.flags, bool) or not isinstance(self.flags, int) or not 0 <= self.flags < 1 << 32:
+            raise ValueError(f"ProgramSpec.flags {self.flags!r} is not a 32-bit flag set")
+        if isinstance(self.kern_version, bool) or not isinstance(self.kern_version, int) or not 0 <= self.kern_version < 1 << 32:
+            raise ValueError(f"ProgramSpec.kern_version {self.kern_version!r} is out of range")
+        if self.expected_attach_type is not None:
+            member(AttachType, self.expected_attach_type, "ProgramSpec.expected_attach_type")
         code = self.instructions()
         if not code:
             raise ValueError("ProgramSpec.insns is empty")

@@ -6,7 +6,8 @@ from array import array
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .umem import QueueRings, Umem
+from .rings import QueueRings
+from .umem import Umem
 
 _U32 = 0xFFFFFFFF
 
@@ -18,16 +19,15 @@ class RxBatch(Sequence[memoryview]):
     dropping the batch); then the frames go back to the FILL ring and the views are released.
     """
 
-    __slots__ = ("_descs", "_umem", "_queue", "_views", "__weakref__")
+    __slots__ = ("_descs", "_umem", "_rings", "_views", "__weakref__")
 
-    def __init__(self, umem: Umem, queue: QueueRings | None, descs: array) -> None:
+    def __init__(self, umem: Umem, rings: QueueRings | None, descs: array[int]) -> None:
         self._descs = descs  # address, length (| options << 32) per frame, as the RX ring had them
         self._umem: Umem | None = umem
-        self._queue = queue
+        self._rings = rings
         self._views: list[memoryview] = []
         if descs:
-            umem._held += len(descs) >> 1
-            umem._batches.add(self)
+            umem.lend(self, len(descs) >> 1)
 
     def __len__(self) -> int:
         return len(self._descs) >> 1
@@ -51,7 +51,7 @@ class RxBatch(Sequence[memoryview]):
             yield self[index]
 
     @property
-    def addrs(self) -> array:
+    def addrs(self) -> array[int]:
         """UMEM offsets of the frames' first bytes."""
         return self._descs[0::2]
 
@@ -85,13 +85,7 @@ class RxBatch(Sequence[memoryview]):
             self._views.clear()
         if not self._descs:
             return
-        addrs = self._descs[0::2]
-        umem._held -= len(addrs)
-        umem._batches.discard(self)
-        queue = self._queue
-        posted = 0 if queue is None or queue.closed else queue.fill.produce(addrs)
-        if posted < len(addrs):
-            umem._give_free(addrs[posted:])
+        umem.give_back(self, self._descs[0::2], self._rings)
 
     def __enter__(self) -> RxBatch:
         return self

@@ -23,13 +23,15 @@ import mmap
 from array import array
 from collections.abc import Sequence
 
-from .._sys.xdp import XDP_DESC_SIZE, XDP_RING_NEED_WAKEUP, RingOffset
+from .._sys.xdp import (XDP_DESC_SIZE, XDP_RING_NEED_WAKEUP, XDP_UMEM_PGOFF_COMPLETION_RING, XDP_UMEM_PGOFF_FILL_RING,
+                        MmapOffsets, RingOffset)
 
 _U32 = 0xFFFFFFFF
 
 
 class _Ring:
-    """One ring's mapping: u32 producer, consumer and flags words, then ``size`` entries."""
+    """One ring's mapping: u32 producer, consumer and flags words, then ``size`` entries of
+    ``entry_size`` bytes (one or two u64 words)."""
 
     def __init__(self, fd: int, pgoff: int, size: int, offsets: RingOffset, entry_size: int) -> None:
         length = offsets.desc + size * entry_size
@@ -37,28 +39,21 @@ class _Ring:
                                mmap.PROT_READ | mmap.PROT_WRITE, offset=pgoff)
         view = memoryview(self._mmap)
         self._views = [view]
-        self._words = self._cast(view, "I")
-        entries = self._entries = view[offsets.desc: length]
-        self._views.append(entries)
-        self._u64 = self._cast(entries, "Q")
+        self._words = self._keep(view.cast("I"))
+        self._entries = self._keep(view[offsets.desc: length])
+        self._slots = self._keep(self._entries.cast("Q"))
         self.size = size
         self._mask = size - 1
-        self._prod = offsets.producer // 4
-        self._cons = offsets.consumer // 4
-        self._flags = offsets.flags // 4
+        self._entry_size = entry_size
+        self._per = entry_size // 8  # u64 words per entry
+        self._prod: int = offsets.producer // 4
+        self._cons: int = offsets.consumer // 4
+        self._flags: int = offsets.flags // 4
 
-    def _cast(self, view: memoryview, fmt: str) -> memoryview:
-        cast = view.cast(fmt)
-        self._views.append(cast)
-        return cast
-
-    def _segments(self, index: int, count: int) -> tuple[tuple[int, int], ...]:
-        """Slot ranges ``(start, stop)`` of ``count`` entries from ring index ``index``."""
-        start = index & self._mask
-        first = min(count, self.size - start)
-        if first == count:
-            return ((start, start + count),)
-        return (start, self.size), (0, count - first)
+    def _keep(self, view: memoryview) -> memoryview:
+        """Remember ``view`` to release it before unmapping."""
+        self._views.append(view)
+        return view
 
     def needs_wakeup(self) -> bool:
         """Whether the kernel set ``XDP_RING_NEED_WAKEUP``: it needs a syscall to use this ring again."""
@@ -77,7 +72,7 @@ class _ProducerRing(_Ring):
 
     def __init__(self, fd: int, pgoff: int, size: int, offsets: RingOffset, entry_size: int) -> None:
         super().__init__(fd, pgoff, size, offsets, entry_size)
-        self._head = self._words[self._prod]
+        self._head: int = self._words[self._prod]
 
     def __len__(self) -> int:
         """Entries produced and not yet consumed by the kernel."""
@@ -85,11 +80,22 @@ class _ProducerRing(_Ring):
 
     def free(self) -> int:
         """Slots we may fill now."""
-        return self.size - len(self)
+        return self.size - ((self._head - self._words[self._cons]) & _U32)
 
-    def _publish(self, count: int) -> None:
-        self._head = (self._head + count) & _U32
-        self._words[self._prod] = self._head  # release: entries were written first
+    def _put(self, src: memoryview, count: int) -> None:
+        """Write the first ``count`` entries of ``src`` (u64 words) at the head, then publish them."""
+        head = self._head
+        slots = self._slots
+        start = (head & self._mask) * self._per
+        stop = start + count * self._per
+        if stop <= len(slots):
+            slots[start:stop] = src[:stop - start]
+        else:  # wraps around
+            first = len(slots) - start
+            slots[start:] = src[:first]
+            slots[:stop - len(slots)] = src[first:stop - start]
+        self._head = head = (head + count) & _U32
+        self._words[self._prod] = head  # release: the entries were written first
 
 
 class _ConsumerRing(_Ring):
@@ -97,15 +103,27 @@ class _ConsumerRing(_Ring):
 
     def __init__(self, fd: int, pgoff: int, size: int, offsets: RingOffset, entry_size: int) -> None:
         super().__init__(fd, pgoff, size, offsets, entry_size)
-        self._tail = self._words[self._cons]
+        self._tail: int = self._words[self._cons]
 
     def __len__(self) -> int:
         """Entries the kernel produced that we have not consumed."""
-        return (self._words[self._prod] - self._tail) & _U32  # acquire: read before the entries
+        return (self._words[self._prod] - self._tail) & _U32
 
-    def _release(self, count: int) -> None:
-        self._tail = (self._tail + count) & _U32
-        self._words[self._cons] = self._tail  # the entries were read (copied out) first
+    def _take(self, limit: int) -> array[int]:
+        """Copy out up to ``limit`` entries (as u64 words) and give their slots back."""
+        tail = self._tail
+        count = min(limit, (self._words[self._prod] - tail) & _U32)  # acquire: before the entries
+        out = array("Q")
+        if count > 0:
+            entries = self._entries
+            start = (tail & self._mask) * self._entry_size
+            stop = start + count * self._entry_size
+            out.frombytes(entries[start:stop])
+            if stop > len(entries):  # wrapped around
+                out.frombytes(entries[:stop - len(entries)])
+            self._tail = tail = (tail + count) & _U32
+            self._words[self._cons] = tail  # the entries were read (copied out) first
+        return out
 
 
 class FillRing(_ProducerRing):
@@ -114,17 +132,12 @@ class FillRing(_ProducerRing):
     def __init__(self, fd: int, pgoff: int, size: int, offsets: RingOffset) -> None:
         super().__init__(fd, pgoff, size, offsets, 8)
 
-    def produce(self, addrs: array | Sequence[int]) -> int:
+    def produce(self, addrs: array[int] | Sequence[int]) -> int:
         """Post as many of ``addrs`` as fit; returns how many were posted (a prefix)."""
         count = min(len(addrs), self.free())
-        if count:
-            src = memoryview(addrs if isinstance(addrs, array) and addrs.typecode == "Q" else array("Q", addrs))
-            done = 0
-            for start, stop in self._segments(self._head, count):
-                self._u64[start:stop] = src[done: done + stop - start]
-                done += stop - start
-            self._publish(count)
-        return count
+        if count > 0:
+            self._put(memoryview(addrs if type(addrs) is array and addrs.typecode == "Q" else array("Q", addrs)), count)
+        return max(count, 0)
 
 
 class CompletionRing(_ConsumerRing):
@@ -133,15 +146,9 @@ class CompletionRing(_ConsumerRing):
     def __init__(self, fd: int, pgoff: int, size: int, offsets: RingOffset) -> None:
         super().__init__(fd, pgoff, size, offsets, 8)
 
-    def consume(self, limit: int | None = None) -> list[int]:
+    def consume(self, limit: int | None = None) -> array[int]:
         """Take up to ``limit`` (default: all) completed addresses."""
-        count = len(self) if limit is None else min(limit, len(self))
-        out: list[int] = []
-        for start, stop in self._segments(self._tail, count):
-            out += self._u64[start:stop].tolist()
-        if count:
-            self._release(count)
-        return out
+        return self._take(self.size if limit is None else limit)
 
 
 class RxRing(_ConsumerRing):
@@ -150,21 +157,10 @@ class RxRing(_ConsumerRing):
     def __init__(self, fd: int, pgoff: int, size: int, offsets: RingOffset) -> None:
         super().__init__(fd, pgoff, size, offsets, XDP_DESC_SIZE)
 
-    def consume(self, limit: int) -> array:
+    def consume(self, limit: int) -> array[int]:
         """Take up to ``limit`` descriptors, copied out as one ``array("Q")``: address, then
         length | options << 32, for each frame (options is 0 unless multi-buffer is on)."""
-        tail = self._tail
-        count = min(limit, (self._words[self._prod] - tail) & _U32)  # acquire: before the entries
-        descs = array("Q")
-        if count:
-            start = (tail & self._mask) * XDP_DESC_SIZE
-            stop = start + count * XDP_DESC_SIZE
-            entries = self._entries
-            descs.frombytes(entries[start:stop])
-            if stop > len(entries):  # wrapped around
-                descs.frombytes(entries[: stop - len(entries)])
-            self._release(count)
-        return descs
+        return self._take(limit)
 
 
 class TxRing(_ProducerRing):
@@ -176,14 +172,38 @@ class TxRing(_ProducerRing):
     def produce(self, addrs: Sequence[int], lens: Sequence[int]) -> int:
         """Post descriptors (options 0) for as many frames as fit; returns how many (a prefix)."""
         count = min(len(addrs), self.free())
-        if count:
+        if count > 0:
             descs = array("Q", bytes(16 * count))
             descs[0::2] = array("Q", addrs[:count])
             descs[1::2] = array("Q", lens[:count])
-            src = memoryview(descs)
-            done = 0
-            for start, stop in self._segments(self._head, count):
-                self._u64[2 * start: 2 * stop] = src[2 * done: 2 * (done + stop - start)]
-                done += stop - start
-            self._publish(count)
-        return count
+            self._put(memoryview(descs), count)
+        return max(count, 0)
+
+
+class QueueRings:
+    """The FILL and COMPLETION rings serving one (interface, queue) of a UMEM: mapped by the first
+    socket bound there, shared by the sockets bound there after it, unmapped by the ``Umem`` when
+    the last of them leaves."""
+
+    def __init__(self, fill: FillRing, completion: CompletionRing) -> None:
+        self.fill = fill
+        self.completion = completion
+        self.closed = False
+
+    @classmethod
+    def map(cls, fd: int, fill_size: int, comp_size: int, offsets: MmapOffsets) -> QueueRings:
+        """Map the FILL and COMPLETION rings the socket ``fd`` created."""
+        fill = FillRing(fd, XDP_UMEM_PGOFF_FILL_RING, fill_size, offsets.fr)
+        try:
+            completion = CompletionRing(fd, XDP_UMEM_PGOFF_COMPLETION_RING, comp_size, offsets.cr)
+        except BaseException:
+            fill.close()
+            raise
+        return cls(fill, completion)
+
+    def close(self) -> None:
+        """Unmap both rings (idempotent)."""
+        if not self.closed:
+            self.closed = True
+            self.fill.close()
+            self.completion.close()

@@ -14,12 +14,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from .._sys import xdp as _x
+from .._sys.netif import interface_index
 from ..errors import NotSupportedError, PermissionDeniedError, error_for
 from .batch import RxBatch
-from .rings import CompletionRing, FillRing, RxRing, TxRing
-from .umem import FrameCounts, QueueRings, Umem, _User
+from .rings import QueueRings, RxRing, TxRing
+from .umem import FrameCounts, Umem
 
 _MIN_TX_BUDGET = 32  # the kernel's TX_BATCH_SIZE: XDP_MAX_TX_SKB_BUDGET may not go below it
+_OLDEST_TX_BATCH = 16  # frames one copy-mode kick sends on Linux 5.10 (32 later, the ring on 6.17+)
 
 
 class BindFlags(enum.IntFlag):
@@ -79,7 +81,9 @@ class XskSocket:
             raise ValueError("umem is closed")
         shared = umem is not None and umem.in_use
         flags = _bind_flags(bind_flags, shared)
-        ifindex = _x.interface_index(ifname)
+        if not isinstance(ifname, str):
+            raise TypeError(f"ifname must be an interface name (str), not {type(ifname).__name__}")
+        ifindex = interface_index(ifname)
         _check_queue(ifname, queue_id, rx_size)
 
         self.ifname = ifname
@@ -90,7 +94,7 @@ class XskSocket:
         self.umem = umem if umem is not None else Umem((fill_size if rx_size else 0) + tx_size)
         self._rx: RxRing | None = None
         self._tx: TxRing | None = None
-        self._queue: QueueRings | None = None
+        self._rings: QueueRings | None = None
         self._poller: Any = None
         try:
             self._sock = _new_socket()
@@ -108,44 +112,42 @@ class XskSocket:
             raise
 
     def _setup(self, rx_size: int, tx_size: int, fill_size: int, comp_size: int, shared: bool) -> None:
-        umem, sock, fd = self.umem, self._sock, self._fd
-        where = (self.ifindex, self.queue_id)
-        queue = umem._queues.get(where)
+        umem, fd, owned = self.umem, self._fd, self._owned
+        rings = umem.rings(self.ifindex, self.queue_id)  # another socket's on this queue, shared
         if not shared:
             self._setsockopt(_x.XDP_UMEM_REG, bytes(umem.registration()), "register the UMEM")
-        if queue is None:
+        if rings is None:
             self._setsockopt(_x.XDP_UMEM_FILL_RING, fill_size, "create the FILL ring")
             self._setsockopt(_x.XDP_UMEM_COMPLETION_RING, comp_size, "create the COMPLETION ring")
         if rx_size:
             self._setsockopt(_x.XDP_RX_RING, rx_size, "create the RX ring")
         if tx_size:
             self._setsockopt(_x.XDP_TX_RING, tx_size, "create the TX ring")
-        off: Any = _x.getsockopt_struct(sock, _x.XDP_MMAP_OFFSETS, _x.MmapOffsets)
-        # map everything before bind(): Linux 6.1 refuses mmap of a bound socket (EBUSY)
+        off = self._mmap_offsets()
+        # map everything before bind(): Linux 5.10 and 6.1 refuse mmap of a bound socket (EBUSY)
         if rx_size:
-            self._rx = RxRing(fd, _x.XDP_PGOFF_RX_RING, rx_size, off.rx)
+            self._rx = owned.rx = RxRing(fd, _x.XDP_PGOFF_RX_RING, rx_size, off.rx)
         if tx_size:
-            self._tx = TxRing(fd, _x.XDP_PGOFF_TX_RING, tx_size, off.tx)
+            self._tx = owned.tx = TxRing(fd, _x.XDP_PGOFF_TX_RING, tx_size, off.tx)
             if tx_size >= _MIN_TX_BUDGET:
                 self._try_tx_budget(tx_size)
-        owned = self._owned
-        owned.rx, owned.tx = self._rx, self._tx
-        own_rings = queue is None
-        if own_rings:
-            queue = QueueRings(FillRing(fd, _x.XDP_UMEM_PGOFF_FILL_RING, fill_size, off.fr),
-                               CompletionRing(fd, _x.XDP_UMEM_PGOFF_COMPLETION_RING, comp_size, off.cr))
-            umem._queues[where] = queue
-        self._queue = owned.queue = queue
-        queue.users += 1
-        umem._sockets[fd] = _User(where, self._rx, self._tx)
-        if shared:
-            partner = next(f for f, u in umem._sockets.items() if f != fd and (own_rings or u.where == where))
-            self._bind(_x.XDP_SHARED_UMEM, partner)
-        else:
-            self._bind(int(self.bind_flags), 0)
-        if own_rings and rx_size:  # keep up to a TX ring's worth (at most half) free for sending
-            free = len(umem._free)
-            queue.fill.produce(umem._take_free(min(fill_size, free - min(tx_size, free // 2))))
+        partner = umem.share_fd(self.ifindex, self.queue_id) if shared else 0
+        new_rings = rings is None
+        if rings is None:
+            rings = QueueRings.map(fd, fill_size, comp_size, off)
+        umem.add_socket(fd, self.ifindex, self.queue_id, rings, self._rx, self._tx)  # it unmaps them after
+        self._rings = rings
+        owned.joined = True
+        self._bind(int(self.bind_flags), partner)
+        if new_rings and rx_size:  # keep up to a TX ring's worth (at most half) free for sending
+            free = umem.free_frames
+            umem.fill(rings, min(fill_size, free - min(tx_size, free // 2)))
+
+    def _mmap_offsets(self) -> _x.MmapOffsets:
+        try:
+            return _x.mmap_offsets(self._sock)
+        except OSError as err:
+            raise _socket_error(err.errno, f"read the ring offsets of AF_XDP socket on {self.ifname!r}") from None
 
     def _setsockopt(self, name: int, value: int | bytes, what: str) -> None:
         try:
@@ -165,9 +167,10 @@ class XskSocket:
         try:
             _x.bind(self._fd, self.ifindex, self.queue_id, flags, shared_fd)
         except OSError as err:
-            code = err.errno
+            code = err.errno or errno.EIO
             if code == errno.EBUSY:
-                raise error_for(code, where, message="that queue already has an AF_XDP socket (or UMEM) bound") from None
+                raise error_for(code, where, message="that queue already has an AF_XDP socket (or UMEM) bound, or "
+                                "had one closed a moment ago (the kernel frees the queue shortly after)") from None
             if code == errno.EOPNOTSUPP and flags & BindFlags.ZEROCOPY:
                 raise NotSupportedError(code, where, message="the driver cannot do zero-copy AF_XDP here; "
                                         "leave out BindFlags.ZEROCOPY (copy mode)") from None
@@ -192,10 +195,10 @@ class XskSocket:
         if timeout != 0.0 and not len(rx):
             self.wait(timeout)
         descs = rx.consume(max_frames)
-        queue = self._queue
-        if not descs and queue is not None and queue.fill.needs_wakeup():
+        rings = self._rings
+        if not descs and rings is not None and rings.fill.needs_wakeup():
             self._wake_rx()
-        return RxBatch(self.umem, queue, descs)
+        return RxBatch(self.umem, rings, descs)
 
     def _wake_rx(self) -> None:
         try:
@@ -237,9 +240,9 @@ class XskSocket:
             if not 0 < size <= room:
                 raise ValueError(f"packet {index}: {size} bytes does not fit a {room}-byte frame (1..{room})")
         self.reclaim()
-        count = min(len(packets), tx.free(), len(self.umem._free))
+        addrs = self.umem.take_free(min(len(packets), tx.free()))
+        count = len(addrs)
         if count:
-            addrs = self.umem._take_free(count)
             buffer = self.umem.buffer
             for addr, packet, size in zip(addrs, packets, lens):
                 try:
@@ -257,7 +260,7 @@ class XskSocket:
             return
         if self.bind_flags & BindFlags.USE_NEED_WAKEUP and not tx.needs_wakeup():
             return
-        for _ in range(len(tx) // _MIN_TX_BUDGET + 4):
+        for _ in range(len(tx) // _OLDEST_TX_BATCH + 4):
             try:
                 self._sock.send(b"", socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
@@ -272,12 +275,8 @@ class XskSocket:
 
     def reclaim(self) -> int:
         """Move sent frames from the COMPLETION ring to the free list; returns how many."""
-        queue = self._queue
-        if queue is None or queue.closed:
-            return 0
-        addrs = queue.completion.consume()
-        self.umem._give_free(addrs)
-        return len(addrs)
+        rings = self._rings
+        return 0 if rings is None else self.umem.reclaim(rings)
 
     # ---- state ----------------------------------------------------------------------------------
 
@@ -303,7 +302,7 @@ class XskSocket:
         """The kernel's counters of dropped and invalid descriptors for this socket."""
         self.fileno()
         raw: Any = _x.getsockopt_struct(self._sock, _x.XDP_STATISTICS, _x.Statistics)
-        return XskStatistics(*(getattr(raw, name) for name, _ in _x.Statistics._fields_))
+        return XskStatistics(**{field.name: getattr(raw, field.name) for field in dataclasses.fields(XskStatistics)})
 
     def frame_counts(self) -> FrameCounts:
         """Where every frame of this socket's UMEM is (free, held, fill, rx, tx, completion, kernel)."""
@@ -317,7 +316,7 @@ class XskSocket:
         """
         self._finalizer()
         self._rx = self._tx = None
-        self._queue = None
+        self._rings = None
 
     def __enter__(self) -> XskSocket:
         return self
@@ -332,7 +331,7 @@ class XskSocket:
 
 class _Owned:
     """What a socket owns, released once by ``close()`` or by its finalizer: the rings it maps,
-    its place in the UMEM's book, the socket, and the UMEM if it made it."""
+    its place among the UMEM's users, the socket, and the UMEM if it made it."""
 
     def __init__(self, sock: socket.socket, umem: Umem, own_umem: bool) -> None:
         self.sock = sock
@@ -341,26 +340,18 @@ class _Owned:
         self.own_umem = own_umem
         self.rx: RxRing | None = None
         self.tx: TxRing | None = None
-        self.queue: QueueRings | None = None
+        self.joined = False
+        """Whether the UMEM counts the socket as a user (and unmaps the FILL and COMPLETION rings)."""
 
     def close(self) -> None:
-        umem = self.umem
-        user = umem._sockets.pop(self.fd, None)
         for ring in (self.rx, self.tx):
             if ring is not None:
                 ring.close()
-        queue = self.queue
-        if queue is not None:
-            queue.users -= 1
-            if queue.users == 0:
-                queue.close()
-                where = user.where if user is not None else next(k for k, q in umem._queues.items() if q is queue)
-                del umem._queues[where]
+        if self.joined:
+            self.umem.remove_socket(self.fd)
         self.sock.close()
-        if not umem._sockets:
-            umem._reset_frames()
-            if self.own_umem:
-                umem.close()
+        if self.own_umem and not self.umem.in_use:
+            self.umem.close()
 
 
 def _new_socket() -> socket.socket:
@@ -373,7 +364,8 @@ def _new_socket() -> socket.socket:
         raise _socket_error(err.errno, "create AF_XDP socket") from None
 
 
-def _socket_error(code: int, where: str) -> OSError:
+def _socket_error(code: int | None, where: str) -> OSError:
+    code = code or errno.EIO
     if code in (errno.EPERM, errno.EACCES):
         return PermissionDeniedError(code, where, hint="AF_XDP needs CAP_NET_RAW (and CAP_NET_ADMIN to attach XDP)")
     if code == errno.ENOBUFS:

@@ -1,19 +1,22 @@
 """``Umem``: the packet buffer an AF_XDP socket shares with the kernel, cut into equal frames,
-and the book of where every frame is."""
+and the book of where every frame is.
+
+Frames move only through the book's methods: ``take_free`` (to send), ``fill`` (free frames to a
+FILL ring), ``reclaim`` (sent frames back from a COMPLETION ring), ``lend`` and ``give_back`` (an
+``RxBatch`` holding received frames, then returning them to FILL). Sockets announce themselves
+with ``add_socket`` and ``remove_socket``; the book counts what their rings hold from there.
+"""
 
 from __future__ import annotations
 
 import ctypes
 import mmap
 import weakref
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, NamedTuple
+from array import array
+from typing import NamedTuple, Protocol
 
 from .._sys.xdp import XDP_PACKET_HEADROOM, UmemReg
-
-if TYPE_CHECKING:
-    from .rings import CompletionRing, FillRing, RxRing, TxRing
-    from .batch import RxBatch
+from .rings import QueueRings, RxRing, TxRing
 
 _MIN_FRAME = 2048
 
@@ -42,27 +45,22 @@ class FrameCounts(NamedTuple):
         return sum(self)
 
 
-class QueueRings:
-    """The FILL and COMPLETION rings serving one (interface, queue) of a UMEM, shared by the
-    sockets bound there and unmapped when the last of them closes."""
+class FrameHolder(Protocol):
+    """What holds frames lent by ``Umem.lend`` (an ``RxBatch``)."""
 
-    def __init__(self, fill: FillRing, completion: CompletionRing) -> None:
-        self.fill = fill
-        self.completion = completion
-        self.users = 0
-        self.closed = False
+    @property
+    def addrs(self) -> array[int]:
+        """UMEM offsets inside the frames it holds."""
 
-    def close(self) -> None:
-        """Unmap both rings."""
-        self.closed = True
-        self.fill.close()
-        self.completion.close()
+    def release(self) -> None:
+        """Give the frames back (``Umem.give_back``); called by ``Umem.close`` on what is still lent."""
 
 
-class _User(NamedTuple):
-    """A socket using the UMEM: where it is bound and its own rings."""
+class _Socket(NamedTuple):
+    """A socket using the UMEM: where it is bound, the queue's shared rings and its own."""
 
     where: tuple[int, int]
+    rings: QueueRings
     rx: RxRing | None
     tx: TxRing | None
 
@@ -84,11 +82,10 @@ class Umem:
         self._mmap = mmap.mmap(-1, self.size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
                                mmap.PROT_READ | mmap.PROT_WRITE)
         self._buffer = memoryview(self._mmap)
-        self._free: list[int] = list(range(self.size - frame_size, -1, -frame_size))
+        self._free = self._all_frames()  # offsets, anywhere inside a frame: users mask them
         self._held = 0
-        self._batches: weakref.WeakSet[RxBatch] = weakref.WeakSet()
-        self._queues: dict[tuple[int, int], QueueRings] = {}
-        self._sockets: dict[int, _User] = {}  # by socket fd
+        self._lent: weakref.WeakSet[FrameHolder] = weakref.WeakSet()
+        self._sockets: dict[int, _Socket] = {}  # by socket fd
 
     # ---- the memory -----------------------------------------------------------------------------
 
@@ -120,40 +117,103 @@ class Umem:
         finally:
             del anchor
 
-    # ---- the book of frames ---------------------------------------------------------------------
+    # ---- the sockets using it -------------------------------------------------------------------
 
-    def frame_counts(self) -> FrameCounts:
-        """Where every frame is now (see ``FrameCounts``); ``kernel`` is what no ring accounts for."""
-        fill = sum(len(q.fill) for q in self._queues.values())
-        comp = sum(len(q.completion) for q in self._queues.values())
-        rx = sum(len(u.rx) for u in self._sockets.values() if u.rx is not None)
-        tx = sum(len(u.tx) for u in self._sockets.values() if u.tx is not None)
-        known = len(self._free) + self._held + fill + rx + tx + comp
-        return FrameCounts(len(self._free), self._held, fill, rx, tx, comp, self.frame_count - known)
+    def rings(self, ifindex: int, queue_id: int) -> QueueRings | None:
+        """The FILL and COMPLETION rings of a socket already bound to that queue, if any."""
+        for sock in self._sockets.values():
+            if sock.where == (ifindex, queue_id):
+                return sock.rings
+        return None
 
-    def _take_free(self, count: int) -> list[int]:
-        """Pop up to ``count`` free frame addresses."""
-        count = min(count, len(self._free))
-        taken = self._free[len(self._free) - count:]
-        del self._free[len(self._free) - count:]
-        return taken
+    def share_fd(self, ifindex: int, queue_id: int) -> int:
+        """The socket a new one names when it binds with ``XDP_SHARED_UMEM``: one bound to the same
+        queue (whose FILL and COMPLETION rings it shares), else the first; ``ValueError`` if none."""
+        same = [fd for fd, sock in self._sockets.items() if sock.where == (ifindex, queue_id)]
+        if not same and not self._sockets:
+            raise ValueError("the Umem serves no socket yet: nothing to share")
+        return same[0] if same else next(iter(self._sockets))
 
-    def _give_free(self, addrs: Iterable[int]) -> None:
-        """Return frames (any offset inside them) to the free list."""
-        mask = ~(self.frame_size - 1)
-        self._free.extend(addr & mask for addr in addrs)
+    def add_socket(self, fd: int, ifindex: int, queue_id: int, rings: QueueRings, rx: RxRing | None,
+                   tx: TxRing | None) -> None:
+        """Count socket ``fd`` on that queue, with its rings, as a user of this memory."""
+        if fd in self._sockets:
+            raise ValueError(f"socket {fd} already uses this Umem")
+        self._sockets[fd] = _Socket((ifindex, queue_id), rings, rx, tx)
 
-    def _reset_frames(self) -> None:
-        """With no socket left, every frame not held by a live batch is free again."""
-        held = {addr & ~(self.frame_size - 1) for batch in self._batches for addr in batch.addrs}
-        self._free = [addr for addr in range(self.size - self.frame_size, -1, -self.frame_size) if addr not in held]
-
-    # ---- lifetime -------------------------------------------------------------------------------
+    def remove_socket(self, fd: int) -> None:
+        """Forget socket ``fd``; unmap its queue's FILL and COMPLETION rings if no other socket uses
+        them. With no socket left, every frame not lent to a batch is free again."""
+        sock = self._sockets.pop(fd, None)
+        if sock is not None and all(other.rings is not sock.rings for other in self._sockets.values()):
+            sock.rings.close()
+        if not self._sockets:
+            lent = {addr & -self.frame_size for holder in self._lent for addr in holder.addrs}
+            self._free = array("Q", (addr for addr in self._all_frames() if addr not in lent))
 
     @property
     def in_use(self) -> bool:
         """Whether a socket is using this UMEM."""
         return bool(self._sockets)
+
+    # ---- the book of frames ---------------------------------------------------------------------
+
+    def frame_counts(self) -> FrameCounts:
+        """Where every frame is now (see ``FrameCounts``); ``kernel`` is what no ring accounts for."""
+        queues = {id(sock.rings): sock.rings for sock in self._sockets.values()}.values()
+        fill = sum(len(rings.fill) for rings in queues)
+        comp = sum(len(rings.completion) for rings in queues)
+        rx = sum(len(sock.rx) for sock in self._sockets.values() if sock.rx is not None)
+        tx = sum(len(sock.tx) for sock in self._sockets.values() if sock.tx is not None)
+        known = len(self._free) + self._held + fill + rx + tx + comp
+        return FrameCounts(len(self._free), self._held, fill, rx, tx, comp, self.frame_count - known)
+
+    @property
+    def free_frames(self) -> int:
+        """How many frames are free (in user space, unused)."""
+        return len(self._free)
+
+    def take_free(self, count: int) -> list[int]:
+        """Take up to ``count`` free frames: their start offsets."""
+        free = self._free
+        count = min(count, len(free))
+        taken = free[len(free) - count:]
+        del free[len(free) - count:]
+        mask = -self.frame_size
+        return [addr & mask for addr in taken]
+
+    def fill(self, rings: QueueRings, count: int) -> int:
+        """Post up to ``count`` free frames to the FILL ring of ``rings``; returns how many."""
+        free = self._free
+        count = min(count, len(free), rings.fill.free())
+        if count > 0:
+            rings.fill.produce(free[len(free) - count:])
+            del free[len(free) - count:]
+        return max(count, 0)
+
+    def reclaim(self, rings: QueueRings) -> int:
+        """Move what the COMPLETION ring of ``rings`` holds (frames sent) to the free list."""
+        if rings.closed:
+            return 0
+        done = rings.completion.consume()
+        self._free.extend(done)
+        return len(done)
+
+    def lend(self, holder: FrameHolder, count: int) -> None:
+        """Count ``count`` received frames as held by ``holder`` until it calls ``give_back``."""
+        self._held += count
+        self._lent.add(holder)
+
+    def give_back(self, holder: FrameHolder, addrs: array[int], rings: QueueRings | None) -> None:
+        """Take back the frames ``holder`` held: to the FILL ring of ``rings`` while it has room
+        (and is mapped), the rest to the free list."""
+        self._held -= len(addrs)
+        self._lent.discard(holder)
+        posted = 0 if rings is None or rings.closed else rings.fill.produce(addrs)
+        if posted < len(addrs):
+            self._free.extend(addrs[posted:])
+
+    # ---- lifetime -------------------------------------------------------------------------------
 
     @property
     def closed(self) -> bool:
@@ -166,14 +226,18 @@ class Umem:
             return
         if self._sockets:
             raise ValueError(f"Umem is in use by {len(self._sockets)} socket(s): close them first")
-        for batch in list(self._batches):
-            batch.release()
+        for holder in list(self._lent):
+            holder.release()
         self._buffer.release()
         self._buffer = None  # type: ignore[assignment]
         try:
             self._mmap.close()
         except BufferError:
             pass  # the caller still holds views of frames: the mapping goes with them
+
+    def _all_frames(self) -> array[int]:
+        """Every frame's start offset, the first frames last (``take_free`` pops from the end)."""
+        return array("Q", range(self.size - self.frame_size, -1, -self.frame_size))
 
     def __enter__(self) -> Umem:
         return self

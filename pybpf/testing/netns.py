@@ -9,7 +9,6 @@ stay there after the thread comes back, so tests send and receive from the main 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import itertools
 import os
@@ -18,19 +17,15 @@ import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-CLONE_NEWNET = 0x40000000
+from .._sys.libc import setns
+
+_Socket = socket.socket  # the method named socket below shadows the module in annotations
+
 NETNS_DIR = "/var/run/netns"
 PREFIX = "pybpf-ns-"
 
-_libc = ctypes.CDLL(None, use_errno=True)
 _counter = itertools.count()
 T = TypeVar("T")
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, f"setns: {os.strerror(code)}")
 
 
 @contextlib.contextmanager
@@ -40,13 +35,13 @@ def inside(namespace: str) -> Iterator[None]:
     try:
         target = os.open(os.path.join(NETNS_DIR, namespace), os.O_RDONLY)
         try:
-            _setns(target)
+            setns(target)
         finally:
             os.close(target)
         try:
             yield
         finally:
-            _setns(home)
+            setns(home)
     finally:
         os.close(home)
 
@@ -77,11 +72,11 @@ class Side:
         with inside(self.namespace):
             return fn(*args, **kwargs)
 
-    def socket(self, family: int = socket.AF_INET, type: int = socket.SOCK_DGRAM, proto: int = 0) -> socket.socket:
+    def socket(self, family: int = socket.AF_INET, type: int = socket.SOCK_DGRAM, proto: int = 0) -> _Socket:
         """A socket created in this side's namespace (it stays there)."""
         return self.run(socket.socket, family, type, proto)
 
-    def packet_socket(self, protocol: int = 0x0003) -> socket.socket:
+    def packet_socket(self, protocol: int = 0x0003) -> _Socket:
         """An AF_PACKET socket bound to this side's interface (ETH_P_ALL by default)."""
         sock = self.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(protocol))
         try:

@@ -1,0 +1,2 @@
+"""Tools for testing code that uses pybpf: ``netns`` (throwaway network namespaces joined by a veth
+pair, for tests, demos and benchmarks that need traffic without touching the host's network)."""
