@@ -30,8 +30,8 @@ to the selected listener (or, when that slot is empty, to another by hash) inste
 them. Without it, handshakes begun before the flip finish on the old listener and ``quiet`` must
 exceed the clients' round trip; a new generation that dies resets what its queue held.
 
-The pin directories are checked like every directory on the way (``safe_directory``): owned by
-this user or root, writable by nobody else unless sticky, no symlinks; missing ones are made 0700.
+The pin directories follow ``pybpf.pins``: every directory on the way owned by this user or root,
+writable by nobody else unless sticky, no symlinks; missing ones are made 0700.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ import os
 import re
 import select
 import socket
-import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ from typing import Any
 
 import pybpf.programs
 from pybpf import BPFError, KeyExistsError, Map, MapType, ReuseportSockArray, UpdateFlags
+from pybpf.pins import check_pin_dir, make_pin_dir
 
 PIN_ROOT = "/sys/fs/bpf/pybpf/reuseport"
 """Where ``Generation`` pins a group's maps by default: ``PIN_ROOT/<name>/``."""
@@ -122,42 +122,6 @@ def _pinned(path: Path, make: Callable[[], Map] | None, **types: Any) -> Map:
     raise BPFError(errno.EAGAIN, "open pinned map", str(path), message="pinned and unpinned concurrently; try again")
 
 
-def safe_directory(path: str | os.PathLike[str], *, create: bool = False, mode: int = 0o700) -> Path:
-    """``path`` after checking every directory on it: none may be a symlink, and each must belong
-    to this user or root and be writable by nobody else unless sticky (bpffs's root is 1777, like
-    /tmp). With ``create``, missing directories are made with ``mode`` whatever the umask (0700: a
-    group directory is private unless the caller shares it on purpose). PermissionError naming the
-    directory otherwise: another user could swap the pins inside.
-    """
-    # moves to the library's shared safe-pin-path helper (issue 11, "Pins") once that is on main
-    full = Path(os.path.abspath(path))
-    uid = os.geteuid()
-    current = Path(full.anchor)
-    for part in full.parts[1:]:
-        current = current / part
-        if create:
-            try:
-                os.mkdir(current, mode)
-            except FileExistsError:
-                pass
-            else:
-                os.chmod(current, mode)  # mkdir's mode went through the umask
-        try:
-            st = os.lstat(current)
-        except FileNotFoundError:
-            raise FileNotFoundError(errno.ENOENT, "no such directory", str(current)) from None
-        if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-            raise PermissionError(errno.EPERM, "not a directory (a symlink or a file): refusing to pin through it",
-                                  str(current))
-        if st.st_uid not in (0, uid):
-            raise PermissionError(errno.EPERM, f"directory belongs to uid {st.st_uid}, not to this user ({uid}) "
-                                               "or root: another user could replace the pins in it", str(current))
-        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
-            raise PermissionError(errno.EPERM, f"directory is writable by others (mode {stat.S_IMODE(st.st_mode):o}) "
-                                               "and not sticky: another user could replace the pins in it", str(current))
-    return full
-
-
 def _expect(m: Map, kind: MapType, value_size: int, path: Path) -> None:
     if m.type != kind or m.value_size != value_size:
         raise ValueError(f"{path} holds a {MapType(m.type).name} map (value size {m.value_size}), not a reuseport {path.name} map")
@@ -186,7 +150,7 @@ class Steering:
     @classmethod
     def open(cls, directory: str | os.PathLike[str], slots: int = 8, *, create: bool = True) -> Steering:
         """The maps pinned in ``directory``; with ``create``, made and pinned there when absent."""
-        path = safe_directory(directory, create=create)
+        path = make_pin_dir(directory) if create else check_pin_dir(directory)
         with contextlib.ExitStack() as stack:
             make_sockets = (lambda: ReuseportSockArray.create(slots, name="rp_sockets")) if create else None
             sockets = stack.enter_context(_pinned(path / "sockets", make_sockets))
@@ -198,8 +162,8 @@ class Steering:
 
     def pin(self, directory: str | os.PathLike[str]) -> None:
         """Pin both maps in ``directory`` (as ``sockets`` and ``control``) for ``open``; the
-        directory is made 0700 when missing and must be safe (``safe_directory``)."""
-        path = safe_directory(directory, create=True)
+        directory is made 0700 when missing and must be safe (``pybpf.pins``)."""
+        path = make_pin_dir(directory)
         self.sockets.pin(path / "sockets")
         self.control.pin(path / "control")
 
@@ -532,7 +496,7 @@ def unpin(name: str, pin_root: str | os.PathLike[str] = PIN_ROOT) -> bool:
     directory = group_directory(name, pin_root)
     if not directory.is_dir():
         return False
-    safe_directory(directory)  # never unlink in a directory another user controls
+    check_pin_dir(directory)  # never unlink in a directory another user controls
     for pin in ("sockets", "control", "generations"):
         with contextlib.suppress(FileNotFoundError):
             (directory / pin).unlink()
