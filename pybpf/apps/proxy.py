@@ -61,10 +61,10 @@ from collections.abc import Awaitable
 
 import pybpf
 from pybpf import AttachType, Map, MapType, SockHash
+from pybpf.events import RingBuffer
 from pybpf.programs.ready_proxy import (EVENT_PRESSURE, OVERFLOW, PASSING, RING, SpliceEvent, SpliceFlow,
                                        splice_bounded_verdict)
 
-from ._ringbuf import RecordReader
 
 log = logging.getLogger("pybpf.proxy")
 
@@ -266,7 +266,7 @@ class SpliceProxy:
         self._flows: Map | None = None
         self._forwarded: Map | None = None
         self._events: Map | None = None
-        self._reader: RecordReader | None = None
+        self._reader: RingBuffer | None = None
         self._verdict: pybpf.programs.Program | None = None
         self._accept_task: asyncio.Task[None] | None = None
         self._relays: set[asyncio.Task[None]] = set()
@@ -296,7 +296,7 @@ class SpliceProxy:
             # each flow has at most one event of each kind waiting: room for all, so none is lost
             ring = max(1 << 16, 1 << (2 * entries * _EVENT_SPAN - 1).bit_length())
             self._events = Map.create(type=MapType.RINGBUF, max_entries=ring, name="splice_events")
-            self._reader = RecordReader(self._events.fd, ring)
+            self._reader = RingBuffer(self._events, SpliceEvent)
             self._verdict = splice_bounded_verdict(self._targets, self._flows, self._forwarded, self._events,
                                                    queue_bytes=self.budget.queue_bytes,
                                                    pass_bytes=self.budget.pass_bytes, ring=self.budget.ring)
@@ -379,10 +379,9 @@ class SpliceProxy:
         self._verdict = self._sockhash = self._targets = self._flows = self._forwarded = self._events = None
 
     def _on_events(self) -> None:
-        """The verdict announced flows that started passing or overflowed: wake their directions."""
+        """The verdict announced flows under pressure, passing or overflowed: wake their directions."""
         assert self._reader is not None
-        for record in self._reader.records():
-            event = SpliceEvent.from_buffer_copy(record)
+        for event in self._reader.poll(0):
             flow = self._live.get(event.cookie)
             if flow is not None:
                 flow.pressure = flow.pressure or event.kind == EVENT_PRESSURE
