@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import hashlib
+import inspect
 import os
 import random
 import socket
@@ -55,8 +57,10 @@ def client(address: tuple[str, int], deadline: float, max_size: int, seed: int, 
     while time.monotonic() < deadline:
         size = rng.choice((rng.randrange(1, 1 << 12), rng.randrange(1, 1 << 20), rng.randrange(1, max_size + 1)))
         h = hashlib.sha256()
+        port = 0
         try:
             with socket.create_connection(address, timeout=60) as sock:
+                port = sock.getsockname()[1]
                 sent = 0
                 while sent < size:
                     piece = block[sent % 4096:][: min(len(block) - sent % 4096, size - sent)]
@@ -75,7 +79,7 @@ def client(address: tuple[str, int], deadline: float, max_size: int, seed: int, 
                 totals["bytes"] += size
                 totals["transfers"] += 1
             else:
-                failures.append(f"{size} bytes: {answer[:80]!r}")
+                failures.append(f"client port {port}, {size} bytes: {answer[:80]!r}")
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -84,8 +88,9 @@ async def run(args: argparse.Namespace) -> None:
         threading.Thread(target=serve, args=(listener, is_slow), daemon=True).start()
     totals, failures, lock = {"bytes": 0, "transfers": 0}, [], threading.Lock()
     try:
-        async with SpliceProxy((LOCAL, 0), fast.getsockname(), max_buffered=args.max_buffered << 20) as to_fast, \
-                SpliceProxy((LOCAL, 0), slow.getsockname(), max_buffered=args.max_buffered << 20) as to_slow:
+        options = {"max_buffered": args.max_buffered << 20} if "max_buffered" in inspect.signature(SpliceProxy).parameters else {}
+        async with SpliceProxy((LOCAL, 0), fast.getsockname(), **options) as to_fast, \
+                SpliceProxy((LOCAL, 0), slow.getsockname(), **options) as to_slow:
             deadline = time.monotonic() + args.seconds
             threads = [threading.Thread(target=client, args=((to_slow if i % 4 == 3 else to_fast).address, deadline,
                                                              args.max_size, i, totals, failures, lock))
@@ -101,7 +106,7 @@ async def run(args: argparse.Namespace) -> None:
             for failure in failures[:10]:
                 print(f"  failure: {failure}")
             for name, proxy in (("fast upstream", to_fast), ("slow upstream", to_slow)):
-                print(f"{name}: {proxy.stats.line()}")
+                print(f"{name}: {proxy.stats}")
     finally:
         fast.close()
         slow.close()
@@ -113,7 +118,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="how long (default 60)")
     parser.add_argument("--max-size", type=int, default=64 << 20, help="largest transfer in bytes (default 64 MiB)")
     parser.add_argument("--max-buffered", type=int, default=32, help="the proxy's bound per pair in MiB (default 32)")
+    parser.add_argument("--log", metavar="FILE", help="the proxies' log (INFO: every pair and each change of path)")
     args = parser.parse_args(argv)
+    if args.log:
+        logging.basicConfig(filename=args.log, filemode="w", level=logging.INFO,
+                            format="%(asctime)s %(levelname)s %(message)s")
     if args.clients <= 0 or args.seconds <= 0 or args.max_size <= 0:
         parser.error("--clients, --seconds and --max-size must be positive")
     asyncio.run(run(args))

@@ -226,6 +226,7 @@ class _Flow:
     """User space's side of one spliced direction: the source's cookie and a wake-up for its events."""
 
     cookie: int
+    name: str = ""
     wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     pressure: bool = False
 
@@ -472,7 +473,8 @@ class SpliceProxy:
                 self._targets.pop(cookie, None)  # no verdict ran yet: nothing was intercepted
             return None, set()
         (_, ca), (_, cb) = pair
-        flows = (_Flow(ca), _Flow(cb))
+        peer = "{}:{}".format(*client.getpeername()[:2])
+        flows = (_Flow(ca, f"client {peer}, to upstream"), _Flow(cb, f"client {peer}, from upstream"))
         for flow, peer in ((flows[0], cb), (flows[1], ca)):
             self._forwarded[flow.cookie] = 0
             self._flows[flow.cookie] = SpliceFlow(peer=peer)
@@ -626,7 +628,7 @@ class SpliceProxy:
         if state.passed:
             raise ConnectionError(f"{state.passed} bytes passed as the socket left the kernel's splice")
         self.stats.demoted += 1
-        log.info("flow %d: the target falls behind after %d bytes: on with splice(2)", flow.cookie, state.redirected)
+        log.info("%s: the target falls behind after %d bytes: on with splice(2)", flow.name, state.redirected)
         _set_buffer(src, socket.SO_RCVBUF, _SO_RCVBUFFORCE, self.budget.demoted_rcvbuf)  # the psock's shares are free
         await self._until_taken(dst, dst_base, state.redirected, flow)
         moved = await _splice(loop, src, dst)
@@ -645,8 +647,7 @@ class SpliceProxy:
         loop = asyncio.get_running_loop()
         self.stats.passing += 1
         state = self._flow_state(flow)
-        log.info("flow %d: the bound reached after %d bytes: relaying what the verdict passes", flow.cookie,
-                 state.redirected)
+        log.info("%s: the bound reached after %d bytes: relaying what the verdict passes", flow.name, state.redirected)
         await self._until_taken(dst, dst_base, state.redirected, flow)
         moved = 0
         while True:
