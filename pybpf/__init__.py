@@ -20,6 +20,8 @@ _WHERE = {
             "XskMap maps possible_cpus socket_cookie",
     ".pins": "UnsafePathError make_pin_dir",
     ".programs": "Link LinkInfo Program ProgramInfo ProgramSpec StatsHandle TestRun XdpMode enable_stats",
+    ".programs.cgroup": "CgroupFlags",
+    ".programs.sockfilter": "detach_socket",
     ".btf": "BTF BTFError BtfHandle BTFTypeWarning",
     ".collection": "Collection CollectionSpec load",
     ".elf": "ELFError",
@@ -109,3 +111,5 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
         XdpMode as XdpMode,
         enable_stats as enable_stats,
     )
+    from .programs.cgroup import CgroupFlags as CgroupFlags
+    from .programs.sockfilter import detach_socket as detach_socket

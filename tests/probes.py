@@ -72,16 +72,33 @@ def bpftool_probe() -> dict[str, dict[str, object]]:
 
 
 _RAW_MAP_PROBES = {  # types this bpftool does not know: (type, key, value, max_entries, flags), as libbpf probes
-    "CGRP_STORAGE": None,  # needs BTF: left to bpftool (newer ones know it)
+    "CGRP_STORAGE": (32, 4, 8, 0, 1),  # with libbpf's probe BTF (int; bpf_spin_lock; struct val)
     "ARENA": (33, 0, 0, 1, 1 << 10),
 }
+
+
+def _probe_btf() -> int:
+    """libbpf's BTF for probing storage maps, loaded raw; its fd (or -1)."""
+    strings = b"\0bpf_spin_lock\0val\0cnt\0l\0"
+    types = struct.pack("=19I", 0, 0x01000000, 4, 0x01000020, 1, 0x04000001, 4, 15, 1, 0,
+                        15, 0x04000002, 8, 19, 1, 0, 23, 2, 32)
+    blob = struct.pack("=HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(strings)) + types + strings
+    buf = ctypes.create_string_buffer(blob, len(blob))
+    fd, _ = _bpf(18, struct.pack("=QQIII", ctypes.addressof(buf), 0, len(blob), 0, 0) + bytes(8))  # BPF_BTF_LOAD
+    return fd
 
 
 def map_type(name: str) -> str | None:
     """Why maps of type ``name`` (e.g. "ARENA") cannot be created here, or None."""
     found = bpftool_probe().get("map_types", {}).get(f"have_{name.lower()}_map_type")
     if found is None and _RAW_MAP_PROBES.get(name):
-        fd, code = _bpf(_MAP_CREATE, struct.pack("=5I", *_RAW_MAP_PROBES[name]) + bytes(60))
+        attr = struct.pack("=5I", *_RAW_MAP_PROBES[name]) + bytes(60)
+        btf_fd = _probe_btf() if name == "CGRP_STORAGE" else -1
+        if btf_fd >= 0:  # map_name, numa, ifindex before btf_fd (offset 48), key id 1, value id 3
+            attr = attr[:48] + struct.pack("=III", btf_fd, 1, 3) + attr[60:]
+        fd, code = _bpf(_MAP_CREATE, attr)
+        if btf_fd >= 0:
+            os.close(btf_fd)
         if fd >= 0:
             os.close(fd)
             return None
@@ -121,3 +138,103 @@ def sockmap_links() -> str | None:
         os.close(map_fd)
         if prog_fd >= 0:
             os.close(prog_fd)
+
+
+_ATTACH = {"SK_SKB_STREAM_PARSER": 4, "SK_SKB_STREAM_VERDICT": 5, "SK_MSG_VERDICT": 7, "SK_SKB_VERDICT": 38}
+_ATTACH_SINCE = {"SK_SKB_VERDICT": "5.13"}
+
+
+def _sockmap_and_program(prog_type: int) -> tuple[int, int, str | None]:
+    """A one-slot SOCKMAP and a ``return 1`` program of ``prog_type`` (fds, -1 and why on failure)."""
+    map_fd, code = _bpf(_MAP_CREATE, struct.pack("=5I", 15, 4, 4, 1, 0) + bytes(120))
+    if map_fd < 0:
+        return -1, -1, f"this kernel ({running()}) refuses SOCKMAP maps (errno {code})"
+    insns = struct.pack("=BBhi", 0xB7, 0, 0, 1) + struct.pack("=BBhi", 0x95, 0, 0, 0)
+    code_buf, lic = ctypes.create_string_buffer(insns, len(insns)), ctypes.create_string_buffer(b"GPL")
+    prog_fd, code = _bpf(_PROG_LOAD, struct.pack("=IIQQ", prog_type, 2, ctypes.addressof(code_buf), ctypes.addressof(lic))
+                         + bytes(120))
+    if prog_fd < 0:
+        os.close(map_fd)
+        return -1, -1, f"this kernel ({running()}) refuses program type {prog_type} (errno {code})"
+    return map_fd, prog_fd, None
+
+
+@functools.cache
+def sockmap_attach(name: str) -> str | None:
+    """Why ``BPF_PROG_ATTACH`` at attach type ``name`` (e.g. "SK_SKB_VERDICT") on a SOCKMAP fails here, or None."""
+    map_fd, prog_fd, why = _sockmap_and_program(16 if name == "SK_MSG_VERDICT" else 14)
+    if why:
+        return why
+    try:
+        attr = struct.pack("=4I", map_fd, prog_fd, _ATTACH[name], 0) + bytes(24)
+        ok, code = _bpf(8, attr)  # BPF_PROG_ATTACH
+        if ok >= 0:
+            _bpf(9, attr)  # BPF_PROG_DETACH
+            return None
+        since = _ATTACH_SINCE.get(name)
+        needs = f"{name} attach needs Linux {since}; this is {running()}" if since else f"this kernel refuses {name}"
+        return f"{needs} (BPF_PROG_ATTACH: {errno.errorcode.get(code, code)})"
+    finally:
+        os.close(map_fd)
+        os.close(prog_fd)
+
+
+@functools.cache
+def sockmap_query() -> str | None:
+    """Why ``BPF_PROG_QUERY`` of a SOCKMAP fails here (Linux 6.0+), or None."""
+    map_fd, code = _bpf(_MAP_CREATE, struct.pack("=5I", 15, 4, 4, 1, 0) + bytes(120))
+    if map_fd < 0:
+        return f"this kernel ({running()}) refuses SOCKMAP maps (errno {code})"
+    try:
+        ids = (ctypes.c_uint32 * 1)()
+        ret, code = _bpf(16, struct.pack("=4IQI", map_fd, 7, 0, 0, ctypes.addressof(ids), 1) + bytes(40))  # BPF_PROG_QUERY
+        if ret >= 0:
+            return None
+        return f"queries of a socket map's programs need Linux 6.0; this is {running()} (BPF_PROG_QUERY: {errno.errorcode.get(code, code)})"
+    finally:
+        os.close(map_fd)
+
+
+@functools.cache
+def hash_lookup_and_delete() -> str | None:
+    """Why ``BPF_MAP_LOOKUP_AND_DELETE_ELEM`` on a HASH map fails here (Linux 5.14+), or None."""
+    fd, code = _bpf(_MAP_CREATE, struct.pack("=5I", 1, 4, 4, 1, 0) + bytes(60))
+    if fd < 0:
+        return f"this kernel ({running()}) refuses HASH maps (errno {code})"
+    try:
+        key, value = ctypes.c_uint32(7), ctypes.c_uint32(1)
+        attr = struct.pack("=IIQQQ", fd, 0, ctypes.addressof(key), ctypes.addressof(value), 0)
+        _bpf(2, attr)  # BPF_MAP_UPDATE_ELEM
+        ret, code = _bpf(21, attr)  # BPF_MAP_LOOKUP_AND_DELETE_ELEM
+        if ret >= 0:
+            return None
+        return f"lookup-and-delete on hash maps needs Linux 5.14; this is {running()} (errno {errno.errorcode.get(code, code)})"
+    finally:
+        os.close(fd)
+
+
+@functools.cache
+def lpm_next_key_restarts() -> str | None:
+    """Why a deleted key does not restart an LPM trie walk at its first key here (a bug of 5.10's
+    trie_get_next_key, fixed later), or None."""
+    fd, code = _bpf(_MAP_CREATE, struct.pack("=5I", 11, 8, 4, 8, 1) + bytes(60))  # LPM_TRIE, NO_PREALLOC
+    if fd < 0:
+        return f"this kernel ({running()}) refuses LPM_TRIE maps (errno {code})"
+    try:
+        keys = [struct.pack("=I4B", 32, 10, 0, 0, i) for i in range(3)]
+        value = ctypes.c_uint32(0)
+        bufs = [ctypes.create_string_buffer(k, 8) for k in keys]
+        for buf in bufs:
+            _bpf(2, struct.pack("=IIQQQ", fd, 0, ctypes.addressof(buf), ctypes.addressof(value), 0))
+        first = ctypes.create_string_buffer(8)
+        _bpf(4, struct.pack("=IIQQQ", fd, 0, 0, ctypes.addressof(first), 0))  # the first key
+        second = ctypes.create_string_buffer(8)
+        _bpf(4, struct.pack("=IIQQQ", fd, 0, ctypes.addressof(first), ctypes.addressof(second), 0))
+        _bpf(3, struct.pack("=IIQQQ", fd, 0, ctypes.addressof(second), 0, 0))  # delete the cursor
+        after = ctypes.create_string_buffer(8)
+        _bpf(4, struct.pack("=IIQQQ", fd, 0, ctypes.addressof(second), ctypes.addressof(after), 0))
+        if after.raw == first.raw:
+            return None
+        return f"this kernel's ({running()}) LPM trie does not restart a walk at its first key after the cursor was deleted"
+    finally:
+        os.close(fd)

@@ -71,7 +71,13 @@ def test_lookup_update_delete_and_mapping_protocol() -> None:
         assert sorted(m) == [b"\x01\x00\x00\x00", b"\x02\x00\x00\x00", b"\x03\x00\x00\x00"]
         assert len(m) == 3
         del m[2]
-        assert m.lookup_and_delete(3) == (30).to_bytes(8, "little")
+        if probes.hash_lookup_and_delete():  # before 5.14: said so, naming the release; pop() still works
+            with pytest.raises(NotSupportedError, match="need Linux 5.14"):
+                m.lookup_and_delete(3)
+            assert m.pop(3) == (30).to_bytes(8, "little")
+        else:
+            assert m.lookup_and_delete(3) == (30).to_bytes(8, "little")
+        assert m.pop(3, "gone") == "gone"
         assert dict(m.items()) == {b"\x01\x00\x00\x00": (10).to_bytes(8, "little")}
         assert list(m.values()) == [(10).to_bytes(8, "little")]
         m.update(1, 11, UpdateFlags.EXIST)
@@ -279,6 +285,7 @@ def test_queue_and_stack() -> None:
 
 
 def test_bloom_filter() -> None:
+    probes.skip_if(probes.map_type("BLOOM_FILTER"))
     with Map.create(type=MapType.BLOOM_FILTER, value=ctypes.c_uint64, max_entries=1000, map_extra=4) as b:
         for i in range(0, 200, 2):
             b.add(i)
@@ -407,6 +414,7 @@ def test_clear_uses_batches_and_empties() -> None:
 
 def test_iteration_survives_concurrent_deletion_without_batch() -> None:
     # LPM tries have no batch ops: keys() walks get_next_key, which restarts when a key vanishes.
+    probes.skip_if(probes.lpm_next_key_restarts())
     with Map.create(type=MapType.LPM_TRIE, key_size=5, value_size=1, max_entries=64, flags=MapFlags.NO_PREALLOC) as t:
         keys = [bytes([8, 0, 0, 0, i]) for i in range(64)]
         for k in keys:
@@ -444,6 +452,7 @@ def test_mmapable_array() -> None:
 
 
 def test_numa_and_map_extra_reach_the_kernel() -> None:
+    probes.skip_if(probes.map_type("BLOOM_FILTER"))
     with Map.create(type=MapType.BLOOM_FILTER, value_size=4, max_entries=10, map_extra=7, numa_node=0) as b:
         info = b.info()
         assert info.map_extra == 7 and info.flags & MapFlags.NUMA_NODE

@@ -63,7 +63,7 @@ def _apply(m: Map, model: dict[int, int], op: tuple) -> None:
                 raise AssertionError(f"deleted missing key {op[1]}")
     elif kind == "pop":
         try:
-            got = m.lookup_and_delete(op[1])
+            got = m.pop(op[1])
         except KeyNotFoundError:
             assert op[1] not in model
         else:

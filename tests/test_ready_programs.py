@@ -13,6 +13,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import probes
 import pytest
 
 import pybpf.programs as programs
@@ -101,7 +102,7 @@ READY: list[tuple[str, Callable[[dict[str, Map]], Program], ProgramType]] = [
 def test_ready_programs_load(no_fd_leak: None, maps: dict[str, Map], make: Callable[..., Program], prog_type: ProgramType) -> None:
     with make(maps) as prog:
         assert prog.type == prog_type
-        assert prog.info().verified_insns > 0
+        assert prog.info().verified_insns > 0 or probes.release() < (5, 16)  # the field came with 5.16
 
 
 def test_ready_programs_check_their_maps(no_fd_leak: None, maps: dict[str, Map]) -> None:
@@ -176,6 +177,8 @@ SPLICE_ATTACH = {
 
 @pytest.mark.parametrize("attach", SPLICE_ATTACH.values(), ids=SPLICE_ATTACH.keys())
 def test_splice_moves_bytes_both_ways(no_fd_leak: None, two_pairs: Any, attach: tuple[AttachType, ...]) -> None:
+    for kind in attach:
+        probes.skip_if(probes.sockmap_attach(kind.name))
     client, a, b, server = two_pairs
     with SockHash.create(8, key_size=8) as sockhash, \
             Map.create(type=MapType.HASH, key_size=8, value_size=8, max_entries=8, value=ctypes.c_uint64) as peers, \
@@ -192,10 +195,16 @@ def test_splice_moves_bytes_both_ways(no_fd_leak: None, two_pairs: Any, attach: 
         assert nothing_arrives(a, 0.05) and nothing_arrives(b, 0.05)  # the proxy saw nothing
 
 
+def _verdict() -> AttachType:
+    """SK_SKB_VERDICT where the kernel has it (5.13+), else the stream verdict that came before it:
+    what a program written for either runs under."""
+    return AttachType.SK_SKB_VERDICT if probes.sockmap_attach("SK_SKB_VERDICT") is None else AttachType.SK_SKB_STREAM_VERDICT
+
+
 def test_sk_skb_redirect_sockmap_egress(no_fd_leak: None, two_pairs: Any) -> None:
     client, a, b, server = two_pairs
     with SockMap.create(2) as sockmap, programs.sk_skb_redirect(sockmap, 1) as verdict:
-        verdict.attach(sockmap, AttachType.SK_SKB_VERDICT)
+        verdict.attach(sockmap, _verdict())
         sockmap[0] = a
         sockmap[1] = b
         client.sendall(b"to the server")
@@ -206,7 +215,7 @@ def test_sk_skb_redirect_sockhash_ingress(no_fd_leak: None, two_pairs: Any) -> N
     client, a, b, _ = two_pairs
     key = b"thirteen byte"
     with SockHash.create(2, key_size=13) as sockhash, programs.sk_skb_redirect(sockhash, key, ingress=True) as verdict:
-        verdict.attach(sockhash, AttachType.SK_SKB_VERDICT)
+        verdict.attach(sockhash, _verdict())
         sockhash[b"the other one"] = a
         sockhash[key] = b
         client.sendall(b"into b")
@@ -234,8 +243,8 @@ def test_pass_and_drop_verdicts(no_fd_leak: None, two_pairs: Any) -> None:
     client, a, b, server = two_pairs
     with SockMap.create(1) as passing, SockMap.create(1) as dropping, SockMap.create(1) as refusing, \
             programs.sk_skb_pass() as skb_pass, programs.sk_skb_drop() as skb_drop, programs.sk_msg_drop() as msg_drop:
-        skb_pass.attach(passing, AttachType.SK_SKB_VERDICT)
-        skb_drop.attach(dropping, AttachType.SK_SKB_VERDICT)
+        skb_pass.attach(passing, _verdict())
+        skb_drop.attach(dropping, _verdict())
         msg_drop.attach(refusing, AttachType.SK_MSG_VERDICT)
         passing[0] = a
         client.sendall(b"kept")

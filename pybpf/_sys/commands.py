@@ -175,3 +175,48 @@ def link_update(link_fd: int, new_prog_fd: int, old_prog_fd: int = 0, flags: int
 def link_detach(link_fd: int, name: str = "") -> None:
     """``BPF_LINK_DETACH``: detach without closing the fd."""
     bpf(Cmd.LINK_DETACH, LinkDetachAttr(link_fd=link_fd), "detach link", name)
+
+
+
+_QUERY_LEVEL = [2]  # 2: link ids (6.6+), 1: per-program flags (6.0+), 0: ids only; lowered on EINVAL
+
+
+def prog_query_full(target_fd: int, attach_type: int, query_flags: int = 0, max_progs: int = 64,
+                    name: str = "") -> tuple[int, list[int], list[int], list[int], int]:
+    """``BPF_PROG_QUERY`` asking for everything the kernel knows: ``(attach_flags, program ids,
+    per-program attach flags, link ids, revision)``. Fields a kernel predates stay empty (it
+    refuses an attr whose unknown tail is not zero, so the query retries with fewer fields)."""
+    ids = (ctypes.c_uint32 * max_progs)()
+    flags = (ctypes.c_uint32 * max_progs)()
+    links = (ctypes.c_uint32 * max_progs)()
+    while True:
+        level = _QUERY_LEVEL[0]
+        attr = ProgQueryAttr(target_fd=target_fd, attach_type=attach_type, query_flags=query_flags,
+                             prog_ids=ctypes.addressof(ids), prog_cnt=max_progs)
+        if level >= 1:
+            attr.prog_attach_flags = ctypes.addressof(flags)
+        if level >= 2:
+            attr.link_ids = ctypes.addressof(links)
+        try:
+            bpf(Cmd.PROG_QUERY, attr, "query programs of", name)
+        except OSError as err:
+            if err.errno == errno.EINVAL and level > 0 and _QUERY_LEVEL[0] == level:
+                _QUERY_LEVEL[0] = level - 1
+                if _refused_for_fields(target_fd, attach_type, query_flags):
+                    continue
+                _QUERY_LEVEL[0] = level
+            raise
+        count = min(attr.prog_cnt, max_progs)
+        link_list = list(links[:count]) if level >= 2 else [0] * count
+        flag_list = list(flags[:count]) if level >= 1 else [0] * count
+        return attr.attach_flags, list(ids[:count]), flag_list, link_list, attr.revision
+
+
+def _refused_for_fields(target_fd: int, attach_type: int, query_flags: int) -> bool:
+    """Whether the same query without the newer fields passes (so EINVAL was about them)."""
+    attr = ProgQueryAttr(target_fd=target_fd, attach_type=attach_type, query_flags=query_flags)
+    try:
+        bpf(Cmd.PROG_QUERY, attr, "query programs of")
+    except OSError:
+        return False
+    return True

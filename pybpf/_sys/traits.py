@@ -186,10 +186,12 @@ class AttachTraits:
     """The release whose ``BPF_LINK_CREATE`` takes this attach type; None: never."""
     exclusive_with: AttachType | None = None
     """An attach type that cannot share a target with this one."""
+    expected_at_load: bool = False
+    """The program must be loaded with this attach type as ``expected_attach_type``."""
 
 
-def _cgroup(since: Release, *types: ProgramType) -> AttachTraits:
-    return AttachTraits(types, "cgroup", since, link_since=max(since, (5, 7)))
+def _cgroup(since: Release, *types: ProgramType, expected: bool = False) -> AttachTraits:
+    return AttachTraits(types, "cgroup", since, link_since=max(since, (5, 7)), expected_at_load=expected)
 
 
 _SKB, _SOCK, _ADDR = ProgramType.CGROUP_SKB, ProgramType.CGROUP_SOCK, ProgramType.CGROUP_SOCK_ADDR
@@ -204,35 +206,35 @@ ATTACH_TYPES: dict[AttachType, AttachTraits] = {
                                                    exclusive_with=AttachType.SK_SKB_VERDICT),
     AttachType.CGROUP_DEVICE: _cgroup((4, 15), ProgramType.CGROUP_DEVICE),
     AttachType.SK_MSG_VERDICT: AttachTraits((ProgramType.SK_MSG,), "map", (4, 17), link_since=(6, 10)),
-    AttachType.CGROUP_INET4_BIND: _cgroup((4, 17), _ADDR),
-    AttachType.CGROUP_INET6_BIND: _cgroup((4, 17), _ADDR),
-    AttachType.CGROUP_INET4_CONNECT: _cgroup((4, 17), _ADDR),
-    AttachType.CGROUP_INET6_CONNECT: _cgroup((4, 17), _ADDR),
-    AttachType.CGROUP_INET4_POST_BIND: _cgroup((4, 17), _SOCK),
-    AttachType.CGROUP_INET6_POST_BIND: _cgroup((4, 17), _SOCK),
-    AttachType.CGROUP_UDP4_SENDMSG: _cgroup((4, 18), _ADDR),
-    AttachType.CGROUP_UDP6_SENDMSG: _cgroup((4, 18), _ADDR),
+    AttachType.CGROUP_INET4_BIND: _cgroup((4, 17), _ADDR, expected=True),
+    AttachType.CGROUP_INET6_BIND: _cgroup((4, 17), _ADDR, expected=True),
+    AttachType.CGROUP_INET4_CONNECT: _cgroup((4, 17), _ADDR, expected=True),
+    AttachType.CGROUP_INET6_CONNECT: _cgroup((4, 17), _ADDR, expected=True),
+    AttachType.CGROUP_INET4_POST_BIND: _cgroup((4, 17), _SOCK, expected=True),
+    AttachType.CGROUP_INET6_POST_BIND: _cgroup((4, 17), _SOCK, expected=True),
+    AttachType.CGROUP_UDP4_SENDMSG: _cgroup((4, 18), _ADDR, expected=True),
+    AttachType.CGROUP_UDP6_SENDMSG: _cgroup((4, 18), _ADDR, expected=True),
     AttachType.LIRC_MODE2: AttachTraits((ProgramType.LIRC_MODE2,), "none", (4, 18)),
     AttachType.FLOW_DISSECTOR: AttachTraits((ProgramType.FLOW_DISSECTOR,), "netns", (4, 20), link_since=(5, 8)),
     AttachType.CGROUP_SYSCTL: _cgroup((5, 2), ProgramType.CGROUP_SYSCTL),
-    AttachType.CGROUP_UDP4_RECVMSG: _cgroup((5, 2), _ADDR),
-    AttachType.CGROUP_UDP6_RECVMSG: _cgroup((5, 2), _ADDR),
-    AttachType.CGROUP_GETSOCKOPT: _cgroup((5, 3), ProgramType.CGROUP_SOCKOPT),
-    AttachType.CGROUP_SETSOCKOPT: _cgroup((5, 3), ProgramType.CGROUP_SOCKOPT),
+    AttachType.CGROUP_UDP4_RECVMSG: _cgroup((5, 2), _ADDR, expected=True),
+    AttachType.CGROUP_UDP6_RECVMSG: _cgroup((5, 2), _ADDR, expected=True),
+    AttachType.CGROUP_GETSOCKOPT: _cgroup((5, 3), ProgramType.CGROUP_SOCKOPT, expected=True),
+    AttachType.CGROUP_SETSOCKOPT: _cgroup((5, 3), ProgramType.CGROUP_SOCKOPT, expected=True),
     AttachType.TRACE_RAW_TP: AttachTraits((ProgramType.TRACING,), "btf", (5, 5), link_since=(5, 5)),
     AttachType.TRACE_FENTRY: AttachTraits((ProgramType.TRACING,), "btf", (5, 5), link_since=(5, 5)),
     AttachType.TRACE_FEXIT: AttachTraits((ProgramType.TRACING,), "btf", (5, 5), link_since=(5, 5)),
     AttachType.MODIFY_RETURN: AttachTraits((ProgramType.TRACING,), "btf", (5, 7), link_since=(5, 7)),
     AttachType.LSM_MAC: AttachTraits((ProgramType.LSM,), "btf", (5, 7), link_since=(5, 7)),
     AttachType.TRACE_ITER: AttachTraits((ProgramType.TRACING,), "btf", (5, 8), link_since=(5, 8)),
-    AttachType.CGROUP_INET4_GETPEERNAME: _cgroup((5, 8), _ADDR),
-    AttachType.CGROUP_INET6_GETPEERNAME: _cgroup((5, 8), _ADDR),
-    AttachType.CGROUP_INET4_GETSOCKNAME: _cgroup((5, 8), _ADDR),
-    AttachType.CGROUP_INET6_GETSOCKNAME: _cgroup((5, 8), _ADDR),
+    AttachType.CGROUP_INET4_GETPEERNAME: _cgroup((5, 8), _ADDR, expected=True),
+    AttachType.CGROUP_INET6_GETPEERNAME: _cgroup((5, 8), _ADDR, expected=True),
+    AttachType.CGROUP_INET4_GETSOCKNAME: _cgroup((5, 8), _ADDR, expected=True),
+    AttachType.CGROUP_INET6_GETSOCKNAME: _cgroup((5, 8), _ADDR, expected=True),
     AttachType.XDP_DEVMAP: AttachTraits((ProgramType.XDP,), "none", (5, 8)),
-    AttachType.CGROUP_INET_SOCK_RELEASE: _cgroup((5, 9), _SOCK),
+    AttachType.CGROUP_INET_SOCK_RELEASE: _cgroup((5, 9), _SOCK, expected=True),
     AttachType.XDP_CPUMAP: AttachTraits((ProgramType.XDP,), "none", (5, 9)),
-    AttachType.SK_LOOKUP: AttachTraits((ProgramType.SK_LOOKUP,), "netns", (5, 9), link_since=(5, 9)),
+    AttachType.SK_LOOKUP: AttachTraits((ProgramType.SK_LOOKUP,), "netns", (5, 9), link_since=(5, 9), expected_at_load=True),
     AttachType.XDP: AttachTraits((ProgramType.XDP,), "ifindex", (5, 9), link_since=(5, 9)),
     AttachType.SK_SKB_VERDICT: AttachTraits((ProgramType.SK_SKB,), "map", (5, 13), link_since=(6, 10),
                                             exclusive_with=AttachType.SK_SKB_STREAM_VERDICT),
@@ -247,11 +249,11 @@ ATTACH_TYPES: dict[AttachType, AttachTraits] = {
     AttachType.TCX_INGRESS: AttachTraits((ProgramType.SCHED_CLS,), "ifindex", (6, 6), link_since=(6, 6)),
     AttachType.TCX_EGRESS: AttachTraits((ProgramType.SCHED_CLS,), "ifindex", (6, 6), link_since=(6, 6)),
     AttachType.TRACE_UPROBE_MULTI: AttachTraits((ProgramType.KPROBE,), "none", (6, 6), link_since=(6, 6)),
-    AttachType.CGROUP_UNIX_CONNECT: _cgroup((6, 7), _ADDR),
-    AttachType.CGROUP_UNIX_SENDMSG: _cgroup((6, 7), _ADDR),
-    AttachType.CGROUP_UNIX_RECVMSG: _cgroup((6, 7), _ADDR),
-    AttachType.CGROUP_UNIX_GETPEERNAME: _cgroup((6, 7), _ADDR),
-    AttachType.CGROUP_UNIX_GETSOCKNAME: _cgroup((6, 7), _ADDR),
+    AttachType.CGROUP_UNIX_CONNECT: _cgroup((6, 7), _ADDR, expected=True),
+    AttachType.CGROUP_UNIX_SENDMSG: _cgroup((6, 7), _ADDR, expected=True),
+    AttachType.CGROUP_UNIX_RECVMSG: _cgroup((6, 7), _ADDR, expected=True),
+    AttachType.CGROUP_UNIX_GETPEERNAME: _cgroup((6, 7), _ADDR, expected=True),
+    AttachType.CGROUP_UNIX_GETSOCKNAME: _cgroup((6, 7), _ADDR, expected=True),
     AttachType.NETKIT_PRIMARY: AttachTraits((ProgramType.SCHED_CLS,), "ifindex", (6, 7), link_since=(6, 7)),
     AttachType.NETKIT_PEER: AttachTraits((ProgramType.SCHED_CLS,), "ifindex", (6, 7), link_since=(6, 7)),
     AttachType.TRACE_KPROBE_SESSION: AttachTraits((ProgramType.KPROBE,), "none", (6, 10), link_since=(6, 10)),

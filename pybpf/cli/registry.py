@@ -42,6 +42,13 @@ OBJECTS: dict[str, ObjectEntry] = {
                              error_status=1),
     "xsk": ObjectEntry(("pybpf.cli.xsk",), "AF_XDP sockets: capture a queue into a pcap file", error_status=1),
     "demo": ObjectEntry(("pybpf.cli.demo",), "show each socket map doing its job on this kernel", error_status=1),
+    "cgroup": ObjectEntry(("pybpf.cli.cgroup",), "programs attached to cgroups (bpftool's 'cgroup show|tree')"),
+    "net": ObjectEntry(("pybpf.cli.net",), "XDP, tc and flow dissector programs of this network namespace"),
+    "link": ObjectEntry(("pybpf.cli.link",), "show, pin and detach links"),
+    "accelerate": ObjectEntry(("pybpf.cli.accelerate",), "local TCP connections of a cgroup go socket to socket",
+                              argparse=True, error_status=1),
+    "dispatch": ObjectEntry(("pybpf.cli.dispatch",), "sk_lookup: any addresses and ports to one socket, by label",
+                            argparse=True, error_status=1),
     "perf": ObjectEntry(("pybpf.cli.perf",), "programs attached through perf events (bpftool's 'perf list')"),
     "execsnoop": ObjectEntry(("pybpf.cli.execsnoop",), "trace new processes (execve), as bcc's execsnoop", error_status=1),
 }

@@ -34,6 +34,7 @@ from ..errors import (
 )
 from .calls import CLOSED, Calls, Closed
 from .codec import Field, PerCpuField
+from .. import features
 from .create import create_fd
 from .info import MapInfo
 from .spec import MapSpec, type_size
@@ -279,6 +280,21 @@ class Map(FdOwner, MutableMapping[Any, Any]):
             raise self._error("lookup_and_delete", calls.get_errno(), key)
         return self._value.decode(calls.value)
 
+    def pop(self, key: Any, default: Any = _MISSING) -> Any:
+        """Remove ``key`` and return its value (``default`` if absent, else ``KeyNotFoundError``): in
+        one step where the kernel can (lookup-and-delete: hash maps Linux 5.14+), else a lookup
+        then a delete."""
+        try:
+            if not self.traits.hash_key_limit or features.have("hash_lookup_and_delete"):
+                return self.lookup_and_delete(key)
+            value = self.lookup(key)
+            self.delete(key)
+            return value
+        except KeyNotFoundError:
+            if default is _MISSING:
+                raise
+            return default
+
     def _put_value(self, buf: bytearray, value: Any) -> None:
         """Encode a value for an update (subclasses turn sockets and maps into fds here)."""
         self._value.put(buf, 0, value)
@@ -304,7 +320,8 @@ class Map(FdOwner, MutableMapping[Any, Any]):
                 code, where, hint="the map is frozen or read-only (RDONLY flag or opened read-only), or the process lacks CAP_BPF"
             )
         if code in (ENOTSUPP, errno.EOPNOTSUPP) or (code == errno.EINVAL and op == "delete" and not self.traits.deletable):
-            return NotSupportedError(code, where, message=f"{kind} maps do not support {op}")
+            lacking = features.lacking("hash_lookup_and_delete") if op == "lookup_and_delete" and self.traits.hash_key_limit else None
+            return NotSupportedError(code, where, message=lacking or f"{kind} maps do not support {op}")
         return error_for(code, where)
 
     # ---- iteration ----------------------------------------------------------------------------
@@ -347,9 +364,14 @@ class Map(FdOwner, MutableMapping[Any, Any]):
                 patience = 2 * self.max_entries + 2
                 yield key
 
+    def _batched(self) -> bool:
+        """Whether iteration may use batch lookups: the type takes them and this kernel has them
+        for it (PERCPU_ARRAY gained them after ARRAY; Linux 5.6+ for any)."""
+        return self.traits.batch and features.have(f"batch_ops:{map_type_name(self.type)}")
+
     def keys(self) -> Iterator[Any]:  # type: ignore[override]
         """Every key, by batch lookup where the type supports it, else by ``get_next_key``."""
-        if self.traits.batch:
+        if self._batched():
             for key, _ in self.lookup_batch():
                 yield key
             return
@@ -362,7 +384,7 @@ class Map(FdOwner, MutableMapping[Any, Any]):
 
     def items(self) -> Iterator[tuple[Any, Any]]:  # type: ignore[override]
         """Every ``(key, value)``: batch lookups where supported (far fewer syscalls)."""
-        if self.traits.batch:
+        if self._batched():
             yield from self.lookup_batch()
             return
         decode = self._key.decode
@@ -386,7 +408,7 @@ class Map(FdOwner, MutableMapping[Any, Any]):
         """Remove every element: batched lookup-and-delete where supported, never quadratic."""
         if not self.traits.deletable:
             raise NotSupportedError(errno.EINVAL, "clear", self.name, message=f"{map_type_name(self.type)} maps do not support delete")
-        if self.traits.batch_delete:
+        if self.traits.batch_delete and self._batched():
             for _ in self.lookup_and_delete_batch():
                 pass
             return

@@ -2,6 +2,7 @@
 ready-made programs assembled without a compiler (each returns a loaded ``Program``)."""
 
 from .attach import XdpMode, query
+from .cgroup import CgroupFlags, CgroupProgram, cgroup_programs
 from .info import LinkInfo, ProgramInfo
 from .link import Link
 from .program import Program, TestRun, loaded_programs
@@ -21,6 +22,8 @@ from .ready import (
 )
 from .ready_proxy import SpliceFlow, splice_bounded_verdict
 from .ready_reuseport import reuseport_migrate
+from .ready_sockets import BindingKey, DispatchMetrics, SockTuple, sk_lookup_dispatch, sk_msg_to_peer, sockops_insert
+from .sockfilter import detach_socket
 from .spec import ProgramSpec
 from .stats import StatsHandle, enable_stats
 from .tracing import (
@@ -69,4 +72,14 @@ __all__ = [
     "SpliceFlow",
     "splice_bounded_verdict",
     "reuseport_migrate",
+    "CgroupFlags",
+    "CgroupProgram",
+    "cgroup_programs",
+    "detach_socket",
+    "BindingKey",
+    "DispatchMetrics",
+    "SockTuple",
+    "sk_lookup_dispatch",
+    "sk_msg_to_peer",
+    "sockops_insert",
 ]

@@ -60,6 +60,9 @@ def _explain_map_error(prog: Any, fd: int, attach_type: AttachType, err: BPFErro
         lacking = features.lacking("sockmap_link") if op == "link" else None
         if lacking is not None:
             return NotSupportedError(code, where, message=f"{lacking}; use attach()")
+        lacking = features.lacking(f"sockmap_attach:{attach_type.name}")
+        if lacking is not None:
+            return NotSupportedError(code, where, message=lacking)
     if code == errno.EBUSY:
         other = ATTACH_TYPES[attach_type].exclusive_with
         if other is not None and _attached(fd, other):
@@ -173,5 +176,13 @@ def detach_reuseport(sock: socket.socket | int) -> None:
 
 
 def query(target: Any, attach_type: AttachType | int) -> list[int]:
-    """The ids of the programs attached to ``target`` (a map, or an fd) at ``attach_type``."""
-    return commands.prog_query(fd_of(target, "target"), _attach_type(attach_type))[1]
+    """The ids of the programs attached to ``target`` (a map, or an fd) at ``attach_type``
+    (socket maps: Linux 6.0+)."""
+    kind, fd = _attach_type(attach_type), fd_of(target, "target")
+    try:
+        return commands.prog_query(fd, kind)[1]
+    except BPFError as err:
+        lacking = features.lacking("sockmap_query") if _map_type(fd) in _SOCKET_MAPS else None
+        if lacking is not None:
+            raise NotSupportedError(err.errno, f"query {kind.name} programs", message=lacking) from None
+        raise

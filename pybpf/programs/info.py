@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+from typing import Any
 
 from .._sys.attrs import LinkInfoStruct, ProgInfoStruct
 from .._sys.constants import AttachType, LinkType, ProgramType, known
@@ -27,6 +28,8 @@ class ProgramInfo:
     run_time_ns: int = 0
     run_cnt: int = 0
     verified_insns: int = 0
+    attach_btf_obj_id: int = 0
+    attach_btf_id: int = 0
 
     @classmethod
     def from_struct(cls, raw: ProgInfoStruct, map_ids: list[int] | tuple[int, ...] = ()) -> ProgramInfo:
@@ -46,14 +49,17 @@ class ProgramInfo:
             run_time_ns=raw.run_time_ns,
             run_cnt=raw.run_cnt,
             verified_insns=raw.verified_insns,
+            attach_btf_obj_id=raw.attach_btf_obj_id,
+            attach_btf_id=raw.attach_btf_id,
         )
 
 
 @dataclasses.dataclass(frozen=True)
 class LinkInfo:
     """One link as the kernel reports it (``struct bpf_link_info``): the common head, plus the
-    interface of an XDP link, the map and attach type of a sockmap link, and the attach type and
-    BTF target of a tracing (fentry/fexit/...) link."""
+    per-type part: the interface of an XDP, tcx or netkit link, the map of a sockmap or
+    struct_ops link, the cgroup of a cgroup link, the namespace of a netns link, the BTF target of
+    a tracing (fentry/fexit/...) link, and the attach type where the kernel reports one."""
 
     id: int
     type: LinkType | int
@@ -61,6 +67,8 @@ class LinkInfo:
     ifindex: int | None = None
     map_id: int | None = None
     attach_type: AttachType | int | None = None
+    cgroup_id: int | None = None
+    netns_ino: int | None = None
     target_obj_id: int | None = None
     """TRACING links: the id of the BTF object (vmlinux's, a module's) or program holding the target."""
     target_btf_id: int | None = None
@@ -68,15 +76,24 @@ class LinkInfo:
 
     @classmethod
     def from_struct(cls, raw: LinkInfoStruct) -> LinkInfo:
-        """Convert the kernel struct, decoding the per-type part for XDP and SOCKMAP links."""
+        """Convert the kernel struct, decoding the per-type part of the types pybpf attaches."""
         link_type = known(LinkType, raw.type)
-        head = dict(id=raw.id, type=link_type, prog_id=raw.prog_id)
-        first, second = (ctypes.c_uint32 * 2).from_buffer_copy(raw.extra)
+        head: dict[str, Any] = dict(id=raw.id, type=link_type, prog_id=raw.prog_id)
+        extra = bytes(raw.extra)
+        u32 = (ctypes.c_uint32 * 4).from_buffer_copy(extra[:16])
         if link_type == LinkType.XDP:
-            return cls(**head, ifindex=first)
+            return cls(**head, ifindex=u32[0])
         if link_type == LinkType.SOCKMAP:
-            return cls(**head, map_id=first, attach_type=known(AttachType, second))
+            return cls(**head, map_id=u32[0], attach_type=known(AttachType, u32[1]))
+        if link_type in (LinkType.TCX, LinkType.NETKIT):
+            return cls(**head, ifindex=u32[0], attach_type=known(AttachType, u32[1]))
+        if link_type == LinkType.CGROUP:
+            return cls(**head, cgroup_id=ctypes.c_uint64.from_buffer_copy(extra[:8]).value,
+                       attach_type=known(AttachType, u32[2]))
+        if link_type == LinkType.NETNS:
+            return cls(**head, netns_ino=u32[0], attach_type=known(AttachType, u32[1]))
+        if link_type == LinkType.STRUCT_OPS:
+            return cls(**head, map_id=u32[0])
         if link_type == LinkType.TRACING:
-            third = (ctypes.c_uint32 * 3).from_buffer_copy(raw.extra)[2]
-            return cls(**head, attach_type=known(AttachType, first), target_obj_id=second, target_btf_id=third)
+            return cls(**head, attach_type=known(AttachType, u32[0]), target_obj_id=u32[1], target_btf_id=u32[2])
         return cls(**head)

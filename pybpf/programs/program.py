@@ -16,6 +16,10 @@ from .._sys.attrs import ProgLoadAttr, TestRunAttr, check_uint
 from .._sys.constants import AttachType, Cmd, ProgramType, TestRunFlags, known
 from ..errors import BPFError
 from . import attach as _attach
+from . import cgroup as _cgroup
+from . import netns as _netns
+from . import sockfilter as _sockfilter
+from . import tc as _tc
 from . import tracing as _tracing
 from .info import ProgramInfo
 from .link import Link
@@ -210,6 +214,29 @@ class Program(FdOwner):
     def detach_reuseport(self, sock: socket.socket | int) -> None:
         """Remove the program of ``sock``'s SO_REUSEPORT group (``SO_DETACH_REUSEPORT_BPF``)."""
         _attach.detach_reuseport(sock)
+
+    def attach_cgroup(self, cgroup: str | os.PathLike[str] | int, attach_type: AttachType | int,
+                      flags: int | None = None) -> Link:
+        """Attach to a cgroup v2 directory (path or fd) at ``attach_type``; close the ``Link`` to
+        detach. A kernel link, or ``BPF_PROG_ATTACH`` (unpinnable Link) where links are missing
+        or ``flags`` (``CgroupFlags``) are given."""
+        return _cgroup.attach_cgroup(self, cgroup, attach_type, flags)
+
+    def attach_netns(self, netns: str | os.PathLike[str] | int | None = None) -> Link:
+        """Attach this SK_LOOKUP or FLOW_DISSECTOR program to a network namespace (a path such
+        as ``/run/netns/NAME``, an fd the caller keeps, or None: this thread's)."""
+        return _netns.attach_netns(self, netns)
+
+    def attach_tc(self, interface: str | int, direction: str = "ingress", *, mechanism: str = "auto",
+                  priority: int | None = None) -> Link:
+        """Attach this SCHED_CLS program to ``interface`` on "ingress" or "egress": a tcx link
+        (Linux 6.6+) or a clsact qdisc with a direct-action bpf filter over rtnetlink."""
+        return _tc.attach_tc(self, interface, direction, mechanism=mechanism, priority=priority)
+
+    def attach_socket(self, sock: socket.socket | int) -> None:
+        """Filter what ``sock`` receives with this SOCKET_FILTER program (``SO_ATTACH_BPF``);
+        ``pybpf.detach_socket(sock)`` removes it."""
+        _sockfilter.attach_socket(self, sock)
 
     def attach_tracepoint(self, category: str, name: str) -> Link:
         """Attach this TRACEPOINT program to ``category:name`` (e.g. ``syscalls``, ``sys_enter_openat``)."""

@@ -156,3 +156,18 @@ def veth_pair(queues: int = 1) -> Iterator[VethPair]:
             subprocess.run(["ip", "-n", local.namespace, "link", "del", local.ifname], capture_output=True, timeout=10)
         for namespace in made:
             subprocess.run(["ip", "netns", "del", namespace], capture_output=True, timeout=10)
+
+
+@contextlib.contextmanager
+def namespace(loopback: bool = True) -> Iterator[str]:
+    """One new network namespace (its name), with ``lo`` up unless ``loopback`` is False; removed
+    on exit. Enter it with ``inside(name)``; its path is ``/var/run/netns/NAME``."""
+    _sweep_stale()
+    name = f"{PREFIX}{os.getpid()}-{next(_counter)}-solo"
+    ip("netns", "add", name)
+    try:
+        if loopback:
+            ip("-n", name, "link", "set", "lo", "up")
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)

@@ -31,7 +31,7 @@ done </boot-modules/order
 
 P9="trans=virtio,version=9p2000.L,msize=524288"
 mount -t 9p -o "$P9" ctl /ctl || die "cannot mount the control share"
-. /ctl/guest.env     # KM_WORKDIR, KM_MODTREE
+. /ctl/guest.env     # KM_WORKDIR, KM_MODTREE, KM_KCONFIG
 KVER=$(uname -r)
 uname -r >/ctl/uname
 cut -d' ' -f1 /proc/uptime >/ctl/t_init
@@ -63,6 +63,11 @@ mount -t tmpfs -o mode=755 run $R/run
 mkdir -p $R/run/kernel-matrix
 mount --bind /ctl $R/run/kernel-matrix
 
+# This kernel's own config where tools look for it (Debian kernels have no
+# /proc/config.gz); the host's /boot is for the host's kernel.
+mkdir -p $R/boot
+cp "/lower$KM_KCONFIG" "$R/boot/config-$KVER" || die "cannot copy the kernel config"
+
 # The working directory, read-write, at the same path.
 if [ -n "$KM_WORKDIR" ] && [ "$KM_WORKDIR" != / ]; then
     mkdir -p "$R$KM_WORKDIR"   # under the guest's own /tmp, say
@@ -77,8 +82,7 @@ mount --bind "/lower$KM_MODTREE" "$R$mdir"
 
 ip link set lo up
 hostname kernel-matrix
-ulimit -l unlimited
-ulimit -n 65536
+ulimit -n 65536   # RLIMIT_MEMLOCK stays the kernel's default, as on a real machine
 
 # The command writes into pipes, as under CI; cat copies them to the raw consoles.
 # (hvc resets its termios on the first open: keep both open while setting raw mode)

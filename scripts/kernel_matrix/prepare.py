@@ -4,13 +4,18 @@ Everything lands in the cache directory (default ~/.cache/pybpf-kernel-matrix,
 or $PYBPF_MATRIX_CACHE), never in the repository:
 
     <cache>/kernels/<kver>/vmlinux              uncompressed kernel (PVH boot)
+    <cache>/kernels/<kver>/config               its /boot/config-<kver> (shown in the guest)
     <cache>/kernels/<kver>/lib/modules/<kver>/  module tree (.ko, busybox depmod)
     <cache>/kernels/<kver>/initramfs.cpio       busybox + boot modules + init.sh
     <cache>/kernels/<kver>/package              the Debian package it came from
+    <cache>/apt/<suite>/                        private apt sources and state for
+                                                suites the system does not use (bullseye)
+    <cache>/.lock                               held while preparing (the cache is shared)
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import lzma
 import os
@@ -20,6 +25,10 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -30,12 +39,25 @@ QBOOT = Path("/usr/share/qemu/qboot.rom")  # shipped by qemu-system-data
 BUSYBOX = Path("/bin/busybox")  # must be the static one (busybox-static)
 APT_PACKAGES = ["qemu-system-x86", "busybox-static", "zstd"]
 
-# Kernel series -> regular expression for the Debian 12 package name.
-# 6.1 is bookworm's own kernel; 6.12 comes from bookworm-security.
+
+
+@dataclass(frozen=True)
+class Series:
+    """Where a kernel series comes from: its Debian package name and apt suite."""
+
+    pattern: re.Pattern[str]  # group 1: the kernel release, group 2: its ABI number
+    suite: str | None         # fetched through a private apt state; None: the system's apt
+
+
+# 6.1 is bookworm's own kernel; 6.12 comes from bookworm-security (both in the
+# system's apt sources); 5.10 is Debian 11's, from the bullseye suite, through
+# a private sources list and state that only this runner uses.
 SERIES = {
-    "6.1": re.compile(r"^linux-image-(6\.1\.0-(\d+)-amd64)$"),
-    "6.12": re.compile(r"^linux-image-(6\.12\.(\d+)\+deb12-amd64)$"),
+    "5.10": Series(re.compile(r"^linux-image-(5\.10\.0-(\d+)-amd64)$"), "bullseye"),
+    "6.1": Series(re.compile(r"^linux-image-(6\.1\.0-(\d+)-amd64)$"), None),
+    "6.12": Series(re.compile(r"^linux-image-(6\.12\.(\d+)\+deb12-amd64)$"), None),
 }
+ARCHIVE_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 
 # Modules loaded by the init script before anything else (plus their
 # dependencies); the rest of the tree is reachable through modprobe.
@@ -114,22 +136,123 @@ def _apt_update_once() -> None:
         _updated = True
 
 
+@contextmanager
+def cache_lock() -> Iterator[None]:
+    """Hold the cache's lock: engineers share one cache, set-up must not interleave."""
+    base = cache_dir()
+    base.mkdir(parents=True, exist_ok=True)
+    with open(base / ".lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"waiting for another kernel-matrix set-up to finish ({base / '.lock'})")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+# --------------------------------------------------------- private apt state
+
+def _private_apt_dir(suite: str) -> Path:
+    return cache_dir() / "apt" / suite
+
+
+def apt_options(suite: str | None) -> list[str]:
+    """apt-get/apt-cache options using only the private sources and state of a suite.
+
+    The system's sources list, lists and package caches are never touched.
+    """
+    if suite is None:
+        return []
+    d = _private_apt_dir(suite)
+    return ["-o", f"Dir::Etc::sourcelist={d / 'sources.list'}",
+            "-o", "Dir::Etc::sourceparts=-",
+            "-o", f"Dir::State::Lists={d / 'lists'}",
+            "-o", f"Dir::Cache={d / 'cache'}"]
+
+
+def system_mirror() -> str:
+    """The Debian mirror the system's apt already uses for its own release."""
+    out = subprocess.run(["apt-get", "indextargets", "--format",
+                          "$(REPO_URI) $(RELEASE) $(TARGET_OF)"],
+                         capture_output=True, text=True, check=True).stdout
+    codename = ""
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("VERSION_CODENAME="):
+                codename = line.partition("=")[2].strip().strip('"')
+    except OSError:
+        pass
+    rows = [line.split() for line in out.splitlines() if len(line.split()) == 3]
+    for uri, release, kind in rows:
+        if kind == "deb" and release == codename:
+            return uri
+    for uri, release, kind in rows:
+        if kind == "deb" and "-" not in release and uri.rstrip("/").endswith("/debian"):
+            return uri
+    raise SetupError("cannot tell which Debian mirror apt uses (apt-get indextargets "
+                     f"lists no '{codename or 'debian'}' suite)")
+
+
+_private_updated: set[str] = set()
+
+
+def _private_update(suite: str) -> None:
+    """apt-get update of the private state of a suite (once per run)."""
+    if suite in _private_updated:
+        return
+    d = _private_apt_dir(suite)
+    for sub in ("lists/partial", "cache/archives/partial"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    signed = f"[signed-by={ARCHIVE_KEYRING}] " if ARCHIVE_KEYRING.exists() else ""
+    (d / "sources.list").write_text(f"deb {signed}{system_mirror()} {suite} main\n")
+    log(f"apt-get update (private state for {suite} in {d})")
+    subprocess.run(["apt-get", *apt_options(suite), "-o", "APT::Sandbox::User=root",
+                    "update", "-q"], check=True,
+                   stdout=subprocess.DEVNULL)
+    _private_updated.add(suite)
+
+
 # ------------------------------------------------------------------- kernels
 
+def _update_lists(suite: str | None) -> None:
+    if suite is None:
+        _apt_update_once()
+    else:
+        _private_update(suite)
+
+
+def _private_lists_stale(suite: str, max_age: float = 86400) -> bool:
+    """The private lists of a suite are missing or older than max_age seconds."""
+    lists = _private_apt_dir(suite) / "lists"
+    try:
+        newest = max(p.stat().st_mtime for p in lists.glob("*_Packages*"))
+    except (OSError, ValueError):
+        return True
+    return time.time() - newest > max_age
+
+
 def newest_package(series: str) -> str:
-    """Name of the newest linux-image package of a series in the apt lists."""
-    pattern = SERIES[series]
-    for attempt in (0, 1):
-        out = subprocess.run(["apt-cache", "pkgnames", "linux-image-6."],
-                             capture_output=True, text=True).stdout
+    """Name of the newest linux-image package of a series in the apt lists.
+
+    The system's lists are updated only when they have no such package; the
+    private lists of a suite also when they are older than a day.
+    """
+    spec = SERIES[series]
+    update = spec.suite is not None and _private_lists_stale(spec.suite)
+    for _ in (0, 1):
+        if update:
+            _update_lists(spec.suite)
+        out = subprocess.run(["apt-cache", *apt_options(spec.suite), "pkgnames",
+                              "linux-image-"], capture_output=True, text=True).stdout
         found = [(int(m.group(2)), name) for name in out.split()
-                 if (m := pattern.match(name))]
+                 if (m := spec.pattern.match(name))]
         if found:
             return max(found)[1]
-        if attempt == 0:
-            _apt_update_once()
-    raise SetupError(f"no Debian package for kernel {series} in the apt lists "
-                     "(6.12 comes from bookworm-security: is it in /etc/apt/sources.list*?)")
+        update = True
+    where = (f"the private {spec.suite} lists ({_private_apt_dir(spec.suite)})" if spec.suite
+             else "the apt lists (6.12 comes from bookworm-security: is it in "
+                  "/etc/apt/sources.list*?)")
+    raise SetupError(f"no Debian package for kernel {series} in {where}")
 
 
 def kernel_dir(kver: str) -> Path:
@@ -139,7 +262,7 @@ def kernel_dir(kver: str) -> Path:
 def prepared_kernels(series: str) -> list[str]:
     """Kernel versions of a series already in the cache, newest first."""
     base = cache_dir() / "kernels"
-    pattern = SERIES[series]
+    pattern = SERIES[series].pattern
     found = []
     if base.is_dir():
         for d in base.iterdir():
@@ -152,7 +275,9 @@ def prepared_kernels(series: str) -> list[str]:
 def fetch_kernel(series: str) -> str:
     """Make sure the newest kernel of a series is in the cache; return its version."""
     package = newest_package(series)
-    kver = SERIES[series].match(package).group(1)
+    m = SERIES[series].pattern.match(package)
+    assert m is not None
+    kver = m.group(1)
     kdir = kernel_dir(kver)
     if (kdir / "package").exists():
         return kver
@@ -160,8 +285,9 @@ def fetch_kernel(series: str) -> str:
     kdir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=kdir.parent, prefix=".fetch-") as tmp:
         tmp = Path(tmp)
-        subprocess.run(["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root",
-                        package], cwd=tmp, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["apt-get", *apt_options(SERIES[series].suite), "download", "-q",
+                        "-o", "APT::Sandbox::User=root", package],
+                       cwd=tmp, check=True, stdout=subprocess.DEVNULL)
         deb = next(tmp.glob("*.deb"))
         tree = tmp / "tree"
         subprocess.run(["dpkg", "-x", str(deb), str(tree)], check=True)
@@ -191,7 +317,7 @@ def _modules_src(tree: Path, kver: str) -> Path:
 
 
 def _decompress_modules(moddir: Path) -> None:
-    """busybox insmod/modprobe cannot read .ko.xz (6.12): decompress them all."""
+    """busybox insmod/modprobe cannot read .ko.xz (6.12; 5.10 and 6.1 ship .ko): decompress."""
     packed = list(moddir.rglob("*.ko.xz"))
     if packed:
         log(f"decompressing {len(packed)} modules")
@@ -343,15 +469,16 @@ def prepare(series: str, refresh: bool = False) -> str:
     Uses the newest kernel already cached unless refresh is set (or nothing
     is cached), in which case the newest one in the apt lists is fetched.
     """
-    ensure_tools()
-    cached = prepared_kernels(series)
-    if cached and not refresh:
-        kver = cached[0]
-    else:
-        kver = fetch_kernel(series)
-        for old in cached:  # ~500 MB each: keep only the current one
-            if old != kver:
-                log(f"removing the older {old}")
-                shutil.rmtree(kernel_dir(old), ignore_errors=True)
-    initramfs(kver)
+    with cache_lock():
+        ensure_tools()
+        cached = prepared_kernels(series)
+        if cached and not refresh:
+            kver = cached[0]
+        else:
+            kver = fetch_kernel(series)
+            for old in cached:  # ~500 MB each: keep only the current one
+                if old != kver:
+                    log(f"removing the older {old}")
+                    shutil.rmtree(kernel_dir(old), ignore_errors=True)
+        initramfs(kver)
     return kver
