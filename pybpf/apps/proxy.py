@@ -107,6 +107,12 @@ def _in_send_queue(sock: socket.socket) -> int:
     return int(_INT.unpack(fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, bytes(4)))[0])
 
 
+def _discard(m: Map, key: int) -> None:
+    """Delete ``key`` from ``m`` if present (a plain delete: socket maps have no lookup-and-delete)."""
+    with contextlib.suppress(KeyError):
+        del m[key]
+
+
 def _set_buffer(sock: socket.socket, option: int, force: int, size: int) -> None:
     """Set a socket buffer (``*BUFFORCE`` when allowed: above the sysctl limit, needs CAP_NET_ADMIN)."""
     try:
@@ -470,14 +476,14 @@ class SpliceProxy:
         except pybpf.BPFError:
             self.stats.user_space_pairs += 1
             for _, cookie in pair:
-                self._targets.pop(cookie, None)  # no verdict ran yet: nothing was intercepted
+                _discard(self._targets, cookie)  # no verdict ran yet: nothing was intercepted
             return None, set()
         (_, ca), (_, cb) = pair
         peer = "{}:{}".format(*client.getpeername()[:2])
         flows = (_Flow(ca, f"client {peer}, to upstream"), _Flow(cb, f"client {peer}, from upstream"))
-        for flow, peer in ((flows[0], cb), (flows[1], ca)):
+        for flow, target in ((flows[0], cb), (flows[1], ca)):
             self._forwarded[flow.cookie] = 0
-            self._flows[flow.cookie] = SpliceFlow(peer=peer)
+            self._flows[flow.cookie] = SpliceFlow(peer=target)
             self._live[flow.cookie] = flow
         spliced: set[socket.socket] = set()
         for sock, cookie in pair:
@@ -497,7 +503,7 @@ class SpliceProxy:
             self._live.pop(flow.cookie, None)
             for m in (self._flows, self._forwarded):
                 if m is not None and not m.closed:
-                    m.pop(flow.cookie, None)
+                    _discard(m, flow.cookie)
 
     def _activity(self, client: socket.socket, upstream: socket.socket) -> tuple[int, ...]:
         """Counters that move whenever a byte moves through the pair."""
@@ -622,7 +628,7 @@ class SpliceProxy:
         assert self._sockhash is not None
         loop = asyncio.get_running_loop()
         src.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, _ASLEEP_LOWAT)
-        self._sockhash.pop(flow.cookie, None)
+        _discard(self._sockhash, flow.cookie)
         src.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
         state = self._flow_state(flow)  # final: no verdict runs on src any more
         if state.passed:
