@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+import probes
 import pytest
 
 import scale
@@ -81,6 +82,8 @@ class RunningProxy:
         self._thread.start()
         assert self._started.wait(10 * scale.TIME), "proxy did not start"
         if self.error is not None:
+            self._thread.join(10)
+            self.loop.close()
             raise self.error
 
     async def _main(self) -> None:
@@ -122,7 +125,13 @@ def origin_factory() -> Iterator[Callable[[Callable[[socket.socket], None]], Ori
 
 
 @pytest.fixture
-def proxy_factory() -> Iterator[Callable[..., RunningProxy]]:
+def splice_kernel() -> None:
+    """The proxy's verdict is an SK_SKB_VERDICT program (Linux 5.13)."""
+    probes.skip_if(probes.sockmap_attach("SK_SKB_VERDICT"))
+
+
+@pytest.fixture
+def proxy_factory(splice_kernel: None) -> Iterator[Callable[..., RunningProxy]]:
     made: list[RunningProxy] = []
 
     def make(upstream: tuple[str, int], **options: object) -> RunningProxy:
@@ -292,7 +301,7 @@ def test_connection_limit(origin_factory, proxy_factory) -> None:
     third.close()
 
 
-def test_entries_go_and_nothing_stays(origin_factory, no_fd_leak) -> None:
+def test_entries_go_and_nothing_stays(origin_factory, splice_kernel, no_fd_leak) -> None:
     origin = origin_factory(echo)
     running = RunningProxy(origin.address)
     try:
@@ -320,7 +329,7 @@ def test_entries_go_and_nothing_stays(origin_factory, no_fd_leak) -> None:
         pybpf.Program.from_id(prog_id)
 
 
-def test_proxy_process_killed_leaves_nothing(origin_factory) -> None:
+def test_proxy_process_killed_leaves_nothing(origin_factory, splice_kernel) -> None:
     origin = origin_factory(echo)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -534,7 +543,7 @@ def test_budget_split_and_validation() -> None:
         SpliceProxy(("127.0.0.1", 0), ("127.0.0.1", 1), max_connections=0)
 
 
-def test_command_logs_counts_and_drains_on_sigterm(origin_factory) -> None:
+def test_command_logs_counts_and_drains_on_sigterm(origin_factory, splice_kernel) -> None:
     """``pybpf proxy``: INFO logs each pair, --stats prints counters, SIGTERM stops accepting and
     lets an open pair finish, and the last line sums it up."""
     origin = origin_factory(echo)
