@@ -282,10 +282,10 @@ class Map(FdOwner, MutableMapping[Any, Any]):
 
     def pop(self, key: Any, default: Any = _MISSING) -> Any:
         """Remove ``key`` and return its value (``default`` if absent, else ``KeyNotFoundError``): in
-        one step where the kernel can (lookup-and-delete: hash maps Linux 5.14+), else a lookup
-        then a delete."""
+        one step where the kernel can (lookup-and-delete: hash maps, Linux 5.14+), else a lookup
+        then a delete (socket maps, older kernels)."""
         try:
-            if not self.traits.hash_key_limit or features.have("hash_lookup_and_delete"):
+            if self.traits.hash_key_limit and features.have("hash_lookup_and_delete"):
                 return self.lookup_and_delete(key)
             value = self.lookup(key)
             self.delete(key)
