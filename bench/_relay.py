@@ -1,6 +1,6 @@
 """The relays ``bench/proxy.py`` compares, each run as its own process (so its CPU time is its own).
 
-``python bench/_relay.py asyncio|splice --upstream PORT [--sndbuf BYTES] [--attach ...]`` listens on
+``python bench/_relay.py asyncio|splice --upstream PORT [--sndbuf BYTES] [--attach ...] [--option NAME=INT]`` listens on
 127.0.0.1 (a free port), prints ``ready PORT`` and relays every connection to 127.0.0.1:PORT until
 its standard input closes (the bench closes it, or dies).
 
@@ -163,9 +163,10 @@ async def run_asyncio(upstream: tuple[str, int], sndbuf: int) -> None:
         await _until_stdin_closes()
 
 
-async def run_splice(upstream: tuple[str, int], sndbuf: int | None, attach: str) -> None:
-    """The pybpf splice proxy (``sndbuf`` None: the proxy's default)."""
+async def run_splice(upstream: tuple[str, int], sndbuf: int | None, attach: str, extra: dict[str, int]) -> None:
+    """The pybpf splice proxy (``sndbuf`` None: the proxy's default; ``extra``: more keyword options)."""
     options: dict[str, int] = {"max_connections": 16} if sndbuf is None else {"max_connections": 16, "sndbuf": sndbuf}
+    options.update(extra)
     if attach == "verdict":
         proxy = SpliceProxy((LOCAL, 0), upstream, **options)
     else:
@@ -186,12 +187,15 @@ def main() -> None:
     parser.add_argument("--sndbuf", type=int, default=None,
                         help="send buffer of both sockets (0: the kernel's; default: 0, or the proxy's own for splice)")
     parser.add_argument("--attach", choices=("verdict", "stream", "stream+parser"), default="verdict")
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=INT",
+                        help="another SpliceProxy keyword option (splice only); repeatable")
     args = parser.parse_args()
+    extra = {name: int(value) for name, _, value in (item.partition("=") for item in args.option)}
     upstream = (LOCAL, args.upstream)
     if args.kind == "asyncio":
         asyncio.run(run_asyncio(upstream, args.sndbuf or 0))
     else:
-        asyncio.run(run_splice(upstream, args.sndbuf, args.attach))
+        asyncio.run(run_splice(upstream, args.sndbuf, args.attach, extra))
 
 
 if __name__ == "__main__":

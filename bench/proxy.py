@@ -3,7 +3,9 @@
 Each path moves ``--size`` bytes (1 GiB by default) from a client process to a sink process, in
 64 KiB ``sendall`` writes: ``direct`` (no relay), ``asyncio`` (a Protocol-based asyncio relay, the
 fastest pure-asyncio form) and ``splice`` (``pybpf.apps.proxy.SpliceProxy``: the kernel moves the
-bytes), the splice both with its own send-buffer default and with the kernel's. Every relay runs in
+bytes; a direction whose target falls behind leaves the sockmap for ``splice(2)``, so a bulk
+transfer into a slower sink mostly runs there, its copying charged to the relay process's system
+time), the splice both with its own send-buffer default and with the kernel's. Every relay runs in
 its own process (``bench/_relay.py``), and so do the client and the sink (``bench/_ends.py``).
 
 Per path: throughput; CPU seconds per GiB of the whole machine (``/proc/stat``: user + nice +
@@ -35,15 +37,19 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
-from pybpf.apps.proxy import SpliceProxy
+from pybpf.apps.proxy import Budget, SpliceProxy
 
 HERE = Path(__file__).resolve().parent
 GIB = 1 << 30
 TICK = os.sysconf("SC_CLK_TCK")
-SPLICE_DEFAULT_SNDBUF: int = inspect.signature(SpliceProxy).parameters["sndbuf"].default
+SPLICE_DEFAULT_SNDBUF: int = Budget.split(inspect.signature(SpliceProxy).parameters["max_buffered"].default).sndbuf
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+LAUNCH: list[str] = []
+"""Prefix of every child's command line (``ip netns exec NS`` with ``--lo-gso``)."""
 
 
 def parse_size(text: str) -> int:
@@ -68,6 +74,7 @@ class Route:
 
     name: str
     relay: tuple[str, ...] = ()
+    pythonpath: str = ""
 
 
 @dataclasses.dataclass
@@ -87,9 +94,10 @@ class Sample:
 class Child:
     """A helper process speaking one line per answer on stdout; closing its stdin ends it."""
 
-    def __init__(self, name: str, argv: list[str]) -> None:
+    def __init__(self, name: str, argv: list[str], pythonpath: str = "") -> None:
         self.name = name
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        env = {**os.environ, "PYTHONPATH": pythonpath} if pythonpath else None
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0, env=env)
         self._pending = b""
 
     @property
@@ -141,9 +149,11 @@ def stop_all(children: list[Child], grace: float = 5.0) -> None:
         child.kill()
 
 
-def start(name: str, argv: list[str], children: list[Child], timeout: float = 30.0) -> tuple[Child, int]:
-    """Start a helper that answers ``ready PORT``; it joins ``children`` at once (for cleanup)."""
-    child = Child(name, [sys.executable, *argv])
+def start(name: str, argv: list[str], children: list[Child], timeout: float = 30.0,
+          pythonpath: str = "") -> tuple[Child, int]:
+    """Start a helper that answers ``ready PORT``; it joins ``children`` at once (for cleanup).
+    ``pythonpath`` runs it against another checkout of pybpf."""
+    child = Child(name, [*LAUNCH, sys.executable, *argv], pythonpath)
     children.append(child)
     return child, int(child.expect("ready", timeout)[0])
 
@@ -255,8 +265,10 @@ def background_load(seconds: float = 1.0) -> float:
     return (busy(machine_cpu()) - before) / TICK / (time.monotonic() - start)
 
 
-def routes(splice_sndbufs: list[int | None], attach: str) -> list[Route]:
-    """direct, asyncio, and one splice route per send buffer size (None: the proxy's default)."""
+def routes(splice_sndbufs: list[int | None], attach: str, compare: list[str], variants: list[str]) -> list[Route]:
+    """direct, asyncio, one splice route per send buffer size (None: the proxy's default), one per
+    variant (``LABEL:NAME=INT,...``: proxy options), and the proxy's default from each other
+    checkout in ``compare``."""
     found = [Route("direct"), Route("asyncio relay", ("asyncio",))]
     for sndbuf in splice_sndbufs:
         shown = SPLICE_DEFAULT_SNDBUF if sndbuf is None else sndbuf
@@ -267,11 +279,17 @@ def routes(splice_sndbufs: list[int | None], attach: str) -> list[Route]:
             label += f", {attach}"
         options = ("--attach", attach) if sndbuf is None else ("--sndbuf", str(sndbuf), "--attach", attach)
         found.append(Route(f"splice ({label})", ("splice", *options)))
+    for variant in variants:
+        label, _, options_text = variant.partition(":")
+        extra = tuple(arg for item in options_text.split(",") if item for arg in ("--option", item))
+        found.append(Route(f"splice ({label})", ("splice", *extra)))
+    for checkout in compare:
+        found.append(Route(f"splice ({Path(checkout).name} checkout)", ("splice",), str(Path(checkout).resolve())))
     return found
 
 
 def _median(samples: list[Sample], field: str) -> float:
-    return statistics.median(getattr(sample, field) for sample in samples)
+    return float(statistics.median(getattr(sample, field) for sample in samples))
 
 
 GOALS = (("throughput", "gbits", ">=", 0.9), ("machine CPU/GiB", "machine_cpu", "<=", 0.7),
@@ -339,25 +357,50 @@ def machine_facts() -> str:
             f"TCP congestion control {congestion}")
 
 
+@contextlib.contextmanager
+def private_loopback(gso: int | None) -> Iterator[None]:
+    """With ``gso``: run every child in a fresh network namespace whose loopback has that
+    gso_max_size and gro_max_size (the machine's own loopback is left alone); removed afterwards."""
+    if gso is None:
+        yield
+        return
+    name = f"pybpf-ns-bench-{uuid.uuid4().hex[:12]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up", "gso_max_size", str(gso), "gro_max_size", str(gso)],
+                       check=True)
+        LAUNCH[:] = ["ip", "netns", "exec", name]
+        yield
+    finally:
+        LAUNCH.clear()
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
 def run(args: argparse.Namespace) -> None:
     """Start the processes, warm every path up, run the interleaved rounds, print the tables."""
+    with private_loopback(args.lo_gso):
+        _run(args)
+
+
+def _run(args: argparse.Namespace) -> None:
     load_before = background_load()
     print(f"{machine_facts()}; background load {load_before:.2f} CPUs", flush=True)
     children: list[Child] = []
     finished = False
     try:
         sink, sink_port = start("sink", [str(HERE / "_ends.py"), "sink"], children)
-        client = Child("client", [sys.executable, str(HERE / "_ends.py"), "client"])
+        client = Child("client", [*LAUNCH, sys.executable, str(HERE / "_ends.py"), "client"])
         children.append(client)
         paths: dict[Route, tuple[int, Child | None]] = {}
-        for route in routes(args.splice_sndbuf, args.attach):
+        for route in routes(args.splice_sndbuf, args.attach, args.compare, args.variant):
             if route.relay:
-                relay, port = start(route.name, [str(HERE / "_relay.py"), *route.relay, "--upstream", str(sink_port)], children)
+                relay, port = start(route.name, [str(HERE / "_relay.py"), *route.relay, "--upstream", str(sink_port)],
+                                    children, pythonpath=route.pythonpath)
                 paths[route] = (port, relay)
             else:
                 paths[route] = (sink_port, None)
-        for port, relay in paths.values():
-            transfer(client, port, min(args.size, 64 << 20), [], relay, args.timeout)
+        for port, warm in paths.values():
+            transfer(client, port, min(args.size, 64 << 20), [], warm, args.timeout)
             round_trips(client, port, 200, args.timeout)
         samples: dict[Route, list[Sample]] = {route: [] for route in paths}
         rtts: dict[Route, list[tuple[float, float]]] = {route: [] for route in paths}
@@ -365,9 +408,9 @@ def run(args: argparse.Namespace) -> None:
         for number in range(args.rounds):
             shift = number % len(order)
             for route in order[shift:] + order[:shift]:
-                port, relay = paths[route]
-                pids = [client.pid, sink.pid] + ([relay.pid] if relay else [])
-                sample = transfer(client, port, args.size, pids, relay, args.timeout)
+                port, relay_child = paths[route]
+                pids = [client.pid, sink.pid] + ([relay_child.pid] if relay_child else [])
+                sample = transfer(client, port, args.size, pids, relay_child, args.timeout)
                 samples[route].append(sample)
                 rtts[route].append(round_trips(client, port, args.rtt_count, args.timeout))
                 relay_cpu = "-" if sample.relay_cpu is None else f"{sample.relay_cpu:.3f}"
@@ -398,6 +441,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--attach", choices=("verdict", "stream", "stream+parser"), default="verdict",
                         help="how the splice program is attached: SK_SKB_VERDICT (the proxy's), "
                              "SK_SKB_STREAM_VERDICT, or that with a stream parser")
+    parser.add_argument("--lo-gso", type=parse_size, default=None, metavar="SIZE",
+                        help="run everything in a fresh network namespace whose loopback has this gso_max_size and "
+                             "gro_max_size (64K is the default; up to 512K with BIG TCP)")
+    parser.add_argument("--variant", action="append", default=[], metavar="LABEL:NAME=INT,...",
+                        help="also run the splice proxy with these SpliceProxy options, e.g. "
+                             "'rcvbuf 2M:rcvbuf=2097152'; repeatable")
+    parser.add_argument("--compare", action="append", default=[], metavar="CHECKOUT",
+                        help="also run the splice proxy of another pybpf checkout (e.g. /work/main) side by side; repeatable")
     args = parser.parse_args(argv)
     if args.size <= 0 or args.rounds <= 0 or args.rtt_count <= 0:
         parser.error("--size, --rounds and --rtt-count must be positive")

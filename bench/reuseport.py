@@ -1,7 +1,7 @@
 """Accepted connections per second on a SO_REUSEPORT group, with and without a steering program.
 
 For 2 and 4 listeners on 127.0.0.1, three modes: ``default`` (no program: the kernel's hash
-selection), ``select`` (``reuseport_select``: every connection to slot 0) and ``hash``
+selection), ``select`` (``Steering``'s program, ``reuseport_migrate``: every connection to slot 0) and ``hash``
 (``reuseport_hash``: ``hash % n``, spread like the default, so it isolates the program's cost).
 One thread accepts from every listener and closes each connection at once (RST: no TIME_WAIT piles
 up); ``--clients`` processes connect in a loop. The modes are interleaved in short phases on the

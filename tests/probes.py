@@ -246,3 +246,22 @@ def memory_release_lacks(version: tuple[int, ...], since: tuple[int, int], what:
     if tuple(version[:2]) >= since:
         return None
     return f"{what} need Linux {since[0]}.{since[1]}; the memory kernel follows {version[0]}.{version[1]}"
+
+
+@functools.cache
+def reuseport_migrate() -> str | None:
+    """Why an SK_REUSEPORT program for ``SK_REUSEPORT_SELECT_OR_MIGRATE`` (Linux 5.14) is refused here, or
+    None. It reads ``ctx->migrating_sk``: older kernels load the attach type but know no migration."""
+    insns = (struct.pack("=BBhi", 0x79, 0x12, 48, 0)  # r2 = ctx->migrating_sk (struct sk_reuseport_md)
+             + struct.pack("=BBhi", 0xB7, 0, 0, 1) + struct.pack("=BBhi", 0x95, 0, 0, 0))  # r0 = 1; exit
+    code_buf, lic = ctypes.create_string_buffer(insns, len(insns)), ctypes.create_string_buffer(b"GPL")
+    # prog_type SK_REUSEPORT (21), insn_cnt, insns, license, log_level/size/buf, kern_version, prog_flags,
+    # prog_name, prog_ifindex, expected_attach_type SK_REUSEPORT_SELECT_OR_MIGRATE (40)
+    attr = struct.pack("=IIQQIIQII16sII", 21, 3, ctypes.addressof(code_buf), ctypes.addressof(lic), 0, 0, 0, 0, 0,
+                       b"", 0, 40) + bytes(56)
+    fd, code = _bpf(_PROG_LOAD, attr)
+    if fd >= 0:
+        os.close(fd)
+        return None
+    return (f"SK_REUSEPORT_SELECT_OR_MIGRATE needs Linux 5.14; this is {running()} "
+            f"(BPF_PROG_LOAD: {errno.errorcode.get(code, code)})")

@@ -17,16 +17,21 @@ are pinned in ``<pin_root>/<name>/`` (``sockets``, ``control``, ``generations``)
 3. Claim: it inserts its socket at a free slot (``NOEXIST``, so racing generations never share one)
    and records its generation number, pid and address in ``generations``.
 4. Flip (``take_over``): one update of ``control`` makes it the target of every new connection.
-5. Drain: the old generation sees the control map pointing at another live slot (``replaced``),
-   keeps its listener open and accepts what is queued or still in handshake until none arrives
-   for ``quiet`` seconds (``drain``), then closes it; the kernel empties its slot. Closing a
-   listener earlier would reset connections in its accept queue.
+5. Stand by (``standby``): the old generation sees the control map pointing at another live slot
+   (``replaced``) and keeps its listener in the group for a grace period, accepting what still
+   reaches it. If the new generation's process exits (a pidfd) or its socket leaves the group
+   (its slot empties) meanwhile, the old one steers traffic back to itself and serves again.
+6. Drain: after the grace period it accepts what is queued or still in handshake until none
+   arrives for ``quiet`` seconds (``drain``), then closes; the kernel empties its slot.
 
-Caveats: handshakes begun before the flip finish on the old listener, so ``quiet`` must exceed
-the clients' round trip (loopback: microseconds); ``sysctl net.ipv4.tcp_migrate_req=1`` moves
-any that remain to the new listener at close. If the new generation dies, its slot empties and the
-kernel's default selection spreads traffic over what is left, so an old generation that has not
-yet seen a live successor keeps serving.
+The group's program is ``reuseport_migrate`` where the kernel has it (5.14): a listener that
+closes, in an orderly way or because its process died, hands the connections in its accept queue
+to the selected listener (or, when that slot is empty, to another by hash) instead of resetting
+them. Without it, handshakes begun before the flip finish on the old listener and ``quiet`` must
+exceed the clients' round trip; a new generation that dies resets what its queue held.
+
+The pin directories follow ``pybpf.pins``: every directory on the way owned by this user or root,
+writable by nobody else unless sticky, no symlinks; missing ones are made 0700.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import ctypes
 import errno
 import os
 import re
+import select
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -45,6 +51,7 @@ from typing import Any
 
 import pybpf.programs
 from pybpf import BPFError, KeyExistsError, Map, MapType, ReuseportSockArray, UpdateFlags
+from pybpf.pins import check_pin_dir, make_pin_dir
 
 PIN_ROOT = "/sys/fs/bpf/pybpf/reuseport"
 """Where ``Generation`` pins a group's maps by default: ``PIN_ROOT/<name>/``."""
@@ -143,9 +150,7 @@ class Steering:
     @classmethod
     def open(cls, directory: str | os.PathLike[str], slots: int = 8, *, create: bool = True) -> Steering:
         """The maps pinned in ``directory``; with ``create``, made and pinned there when absent."""
-        path = Path(directory)
-        if create:
-            path.mkdir(parents=True, exist_ok=True)
+        path = make_pin_dir(directory) if create else check_pin_dir(directory)
         with contextlib.ExitStack() as stack:
             make_sockets = (lambda: ReuseportSockArray.create(slots, name="rp_sockets")) if create else None
             sockets = stack.enter_context(_pinned(path / "sockets", make_sockets))
@@ -156,9 +161,9 @@ class Steering:
             return cls(sockets, control)  # type: ignore[arg-type]
 
     def pin(self, directory: str | os.PathLike[str]) -> None:
-        """Pin both maps in ``directory`` (as ``sockets`` and ``control``) for ``open``."""
-        path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
+        """Pin both maps in ``directory`` (as ``sockets`` and ``control``) for ``open``; the
+        directory is made 0700 when missing and must be safe (``pybpf.pins``)."""
+        path = make_pin_dir(directory)
         self.sockets.pin(path / "sockets")
         self.control.pin(path / "control")
 
@@ -169,9 +174,16 @@ class Steering:
 
     @property
     def program(self) -> pybpf.programs.Program:
-        """The select program over these maps, loaded on first use."""
+        """The select program over these maps, loaded on first use: ``reuseport_migrate`` (a
+        listener that closes hands its queued connections to the selected one instead of
+        resetting them) where the kernel has it (Linux 5.14), else ``reuseport_select``."""
         if self._program is None:
-            self._program = pybpf.programs.reuseport_select(self.sockets, self.control)
+            try:
+                self._program = pybpf.programs.reuseport_migrate(self.sockets, self.control)
+            except BPFError as err:
+                if err.errno != errno.EINVAL:
+                    raise
+                self._program = pybpf.programs.reuseport_select(self.sockets, self.control)
         return self._program
 
     def attach(self, sock: socket.socket | int) -> None:
@@ -192,7 +204,8 @@ class Steering:
 
     def cookie(self, slot: int) -> int | None:
         """The cookie of the socket at ``slot``, or None when the slot is empty."""
-        return self.sockets.get(slot)
+        cookie = self.sockets.get(slot)
+        return None if cookie is None else int(cookie)
 
     def occupied(self) -> dict[int, int]:
         """``{slot: cookie}`` of every filled slot."""
@@ -201,7 +214,7 @@ class Steering:
     @property
     def selected(self) -> int:
         """The slot new traffic goes to."""
-        return self.control[0]
+        return int(self.control[0])
 
     def select(self, slot: int) -> None:
         """Send all new traffic to ``slot``: one map update (an empty slot means default selection)."""
@@ -287,6 +300,7 @@ class Generation:
         self.sock = sock
         self.slot = slot
         self.number = number
+        self.took_back = False
 
     @classmethod
     def join(cls, address: Address, name: str = "default", *, pin_root: str | os.PathLike[str] = PIN_ROOT,
@@ -309,7 +323,8 @@ class Generation:
     @property
     def address(self) -> Address:
         """The address this generation's socket is bound to."""
-        return self.sock.getsockname()[:2]
+        host, port = self.sock.getsockname()[:2]
+        return str(host), int(port)
 
     def take_over(self) -> int:
         """Steer every new connection to this generation; returns the slot steered before."""
@@ -334,6 +349,57 @@ class Generation:
                 continue
             yield conn
 
+    def successor(self) -> tuple[int, int | None, int]:
+        """Who holds traffic now: ``(selected slot, its socket's cookie or None, the pid recorded
+        there or 0)``."""
+        slot = self.steering.selected
+        record = self.records.get(slot)
+        return slot, self.steering.cookie(slot), record.pid if record is not None and record.generation else 0
+
+    def standby(self, grace: float = 5.0, poll: float = 0.05) -> Iterator[socket.socket]:
+        """After being ``replaced``: keep the listener in the group for ``grace`` seconds, accepting
+        whatever still reaches it (the caller owns each connection), and watch the successor. If
+        its process exits (a pidfd says so) or its socket leaves the group (its slot empties)
+        before the grace ends, steer traffic back here (``took_back`` becomes True) and stop; the
+        caller serves ``connections`` again. A generation that replaces the successor meanwhile is
+        watched in its turn. Without a failure, return after ``grace``: ``drain`` and ``close``."""
+        self.took_back = False
+        deadline = time.monotonic() + grace
+        watched: tuple[int, int | None, int] | None = None
+        pidfd = -1
+        try:
+            while True:
+                slot, cookie, pid = self.successor()
+                if slot == self.slot:  # traffic came back by itself (a flip)
+                    self.took_back = True
+                    return
+                if cookie is None:  # the successor's socket left the group
+                    self.take_over()
+                    self.took_back = True
+                    return
+                if watched != (slot, cookie, pid):
+                    if pidfd >= 0:
+                        os.close(pidfd)
+                    pidfd = _pidfd(pid)
+                    watched = (slot, cookie, pid)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                ready = select.select([self.sock] + ([pidfd] if pidfd >= 0 else []), [], [], min(poll, left))[0]
+                if pidfd in ready:  # the successor's process ended: its socket is gone or going
+                    self.take_over()
+                    self.took_back = True
+                    return
+                if self.sock in ready:
+                    try:
+                        conn, _ = self.sock.accept()
+                    except (BlockingIOError, TimeoutError):
+                        continue
+                    yield conn
+        finally:
+            if pidfd >= 0:
+                os.close(pidfd)
+
     def drain(self, quiet: float = 0.2, timeout: float = 30.0) -> Iterator[socket.socket]:
         """Accept what is queued or still in handshake, until none comes for ``quiet`` seconds
         (at most ``timeout``); then ``close`` loses nothing."""
@@ -357,6 +423,16 @@ class Generation:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _pidfd(pid: int) -> int:
+    """A pidfd of ``pid`` (readable once it exits), or -1 when there is none to watch."""
+    if pid <= 0:
+        return -1
+    try:
+        return os.pidfd_open(pid)
+    except (ProcessLookupError, PermissionError, OSError):
+        return -1
 
 
 def _make_records(slots: int) -> Map:
@@ -420,6 +496,7 @@ def unpin(name: str, pin_root: str | os.PathLike[str] = PIN_ROOT) -> bool:
     directory = group_directory(name, pin_root)
     if not directory.is_dir():
         return False
+    check_pin_dir(directory)  # never unlink in a directory another user controls
     for pin in ("sockets", "control", "generations"):
         with contextlib.suppress(FileNotFoundError):
             (directory / pin).unlink()

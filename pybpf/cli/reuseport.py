@@ -11,11 +11,13 @@ import argparse
 import dataclasses
 import json
 
-from pybpf.apps import reuseport, reuseport_server
+from pybpf.apps import reuseport
 
 
 def _serve(args: argparse.Namespace) -> int:
-    return reuseport_server.run(args.listen, args.name, args.pin_root)
+    from pybpf.apps import reuseport_server  # deferred: threads only for this verb
+
+    return reuseport_server.run(args.listen, args.name, args.pin_root, args.grace)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -46,7 +48,7 @@ def _unpin(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``pybpf reuseport``."""
     parser = sub.add_parser("reuseport", help="zero-downtime restart over a SO_REUSEPORT group", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -56,6 +58,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     serve = verbs.add_parser("serve", parents=[common], help="serve as the group's next generation (the old one drains and exits)")
     serve.add_argument("--listen", required=True, type=reuseport.parse_address, help="HOST:PORT (port 0: pick one)")
     serve.add_argument("--name", default="default", help="the group's name")
+    serve.add_argument("--grace", type=float, default=5.0,
+                       help="seconds a replaced generation stands by to take traffic back (default 5)")
     serve.set_defaults(func=_serve)
 
     status = verbs.add_parser("status", parents=[common], help="the selected slot and the generation in each slot")

@@ -20,6 +20,8 @@ from .ready import (
     splice_verdict,
     xsk_redirect,
 )
+from .ready_proxy import SpliceFlow, splice_bounded_verdict
+from .ready_reuseport import reuseport_migrate
 from .ready_sockets import BindingKey, DispatchMetrics, SockTuple, sk_lookup_dispatch, sk_msg_to_peer, sockops_insert
 from .sockfilter import detach_socket
 from .spec import ProgramSpec
@@ -67,6 +69,9 @@ __all__ = [
     "splice_verdict",
     "tracepoint_fields",
     "xsk_redirect",
+    "SpliceFlow",
+    "splice_bounded_verdict",
+    "reuseport_migrate",
     "CgroupFlags",
     "CgroupProgram",
     "cgroup_programs",
