@@ -126,8 +126,9 @@ def origin_factory() -> Iterator[Callable[[Callable[[socket.socket], None]], Ori
 
 @pytest.fixture
 def splice_kernel() -> None:
-    """The proxy's verdict is an SK_SKB_VERDICT program (Linux 5.13)."""
-    probes.skip_if(probes.sockmap_attach("SK_SKB_VERDICT"))
+    """The proxy's verdict is an SK_SKB_VERDICT program (Linux 5.13), a stream verdict before."""
+    if probes.sockmap_attach("SK_SKB_VERDICT"):
+        probes.skip_if(probes.sockmap_attach("SK_SKB_STREAM_VERDICT"))
 
 
 @pytest.fixture

@@ -60,7 +60,7 @@ import time
 from collections.abc import Awaitable
 
 import pybpf
-from pybpf import AttachType, Map, MapType, SockHash
+from pybpf import AttachType, Map, MapType, SockHash, features
 from pybpf.events import RingBuffer
 from pybpf.programs.ready_proxy import (EVENT_PRESSURE, OVERFLOW, PASSING, RING, SpliceEvent, SpliceFlow,
                                        splice_bounded_verdict)
@@ -237,6 +237,14 @@ class _Flow:
     pressure: bool = False
 
 
+def _verdict_attach_type() -> AttachType:
+    """SK_SKB_VERDICT (5.13) sees each skb as it arrives; older kernels run the same program as a
+    stream verdict without a parser (5.10), which also hands over whole skbs."""
+    if features.have("sockmap_attach:SK_SKB_VERDICT"):
+        return AttachType.SK_SKB_VERDICT
+    return AttachType.SK_SKB_STREAM_VERDICT
+
+
 class SpliceProxy:
     """A TCP relay whose data path is the kernel's: ``async with SpliceProxy(listen, upstream)``.
 
@@ -275,6 +283,7 @@ class SpliceProxy:
         self._events: Map | None = None
         self._reader: RingBuffer | None = None
         self._verdict: pybpf.programs.Program | None = None
+        self._verdict_at = _verdict_attach_type()
         self._accept_task: asyncio.Task[None] | None = None
         self._relays: set[asyncio.Task[None]] = set()
         self._live: dict[int, _Flow] = {}
@@ -307,7 +316,7 @@ class SpliceProxy:
             self._verdict = splice_bounded_verdict(self._targets, self._flows, self._forwarded, self._events,
                                                    queue_bytes=self.budget.queue_bytes,
                                                    pass_bytes=self.budget.pass_bytes, ring=self.budget.ring)
-            self._verdict.attach(self._sockhash, AttachType.SK_SKB_VERDICT)
+            self._verdict.attach(self._sockhash, self._verdict_at)
             host, port = self.listen_address
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             self._listener = socket.create_server((host, port), family=family, backlog=self.backlog, reuse_port=False)
@@ -379,7 +388,7 @@ class SpliceProxy:
             self._reader = None
         if self._verdict is not None and self._sockhash is not None and not self._sockhash.closed:
             with contextlib.suppress(pybpf.BPFError):
-                self._verdict.detach(self._sockhash, AttachType.SK_SKB_VERDICT)
+                self._verdict.detach(self._sockhash, self._verdict_at)
         for obj in (self._verdict, self._sockhash, self._targets, self._flows, self._forwarded, self._events):
             if obj is not None:
                 obj.close()
