@@ -154,20 +154,12 @@ class _SocketMapBase(MemMap):
         """Drop the sockets that are gone (closed), as the kernel does when they close."""
 
 
-@register
-class SockMap(_SocketMapBase):
-    """SOCKMAP: an array of sockets."""
-
-    types = (MapType.SOCKMAP,)
+class _SocketArray(_SocketMapBase):
+    """What SOCKMAP and REUSEPORT_SOCKARRAY share: sockets in indexed slots."""
 
     def __init__(self, req: CreateRequest, kernel: MemoryKernel) -> None:
         super().__init__(req, kernel)
         self.slots: dict[int, Sock] = {}
-
-    @classmethod
-    def check(cls, req: CreateRequest) -> None:
-        if req.max_entries == 0 or req.key_size != 4 or req.value_size not in (4, 8) or req.flags & ~_FLAGS:
-            raise Errno(EINVAL)
 
     def _sweep(self) -> None:
         for index, sock in list(self.slots.items()):
@@ -182,6 +174,27 @@ class SockMap(_SocketMapBase):
             raise Errno(errno.ENOSPC)
         index = index_of(key)
         return self._cookie(self.slots.get(index) if index < self.max_entries else None)
+
+    def next_key(self, key: bytes | None) -> bytes:
+        return array_next_key(key, self.max_entries)
+
+    def released(self) -> list[MemObject]:
+        for sock in self.slots.values():
+            self.kernel.sockets.leave(sock, self)
+        self.slots.clear()
+        return super().released()
+
+
+@register
+class SockMap(_SocketArray):
+    """SOCKMAP: an array of sockets."""
+
+    types = (MapType.SOCKMAP,)
+
+    @classmethod
+    def check(cls, req: CreateRequest) -> None:
+        if req.max_entries == 0 or req.key_size != 4 or req.value_size not in (4, 8) or req.flags & ~_FLAGS:
+            raise Errno(EINVAL)
 
     def update(self, key: bytes | None, value: bytes, flags: int) -> None:
         assert key is not None
@@ -214,14 +227,6 @@ class SockMap(_SocketMapBase):
             raise Errno(EINVAL)
         self.kernel.sockets.leave(old, self)
 
-    def next_key(self, key: bytes | None) -> bytes:
-        return array_next_key(key, self.max_entries)
-
-    def released(self) -> list[MemObject]:
-        for sock in self.slots.values():
-            self.kernel.sockets.leave(sock, self)
-        self.slots.clear()
-        return super().released()
 
 
 @register
@@ -296,34 +301,16 @@ class SockHash(HashMap):
 
 
 @register
-class ReuseportSockArray(_SocketMapBase):
+class ReuseportSockArray(_SocketArray):
     """REUSEPORT_SOCKARRAY: SO_REUSEPORT sockets (listening TCP, bound UDP) of one group."""
 
     types = (MapType.REUSEPORT_SOCKARRAY,)
-
-    def __init__(self, req: CreateRequest, kernel: MemoryKernel) -> None:
-        super().__init__(req, kernel)
-        self.slots: dict[int, Sock] = {}
 
     @classmethod
     def check(cls, req: CreateRequest) -> None:
         if req.value_size not in (4, 8):
             raise Errno(EINVAL)
         array_check(req)
-
-    def _sweep(self) -> None:
-        for index, sock in list(self.slots.items()):
-            if not sock.alive():
-                del self.slots[index]
-                self.kernel.sockets.leave(sock, self)
-
-    def lookup(self, key: bytes | None, flags: int = 0) -> bytes:
-        assert key is not None
-        self._sweep()
-        if self.value_size != 8:
-            raise Errno(errno.ENOSPC)
-        index = index_of(key)
-        return self._cookie(self.slots.get(index) if index < self.max_entries else None)
 
     def update(self, key: bytes | None, value: bytes, flags: int) -> None:
         assert key is not None
@@ -363,14 +350,6 @@ class ReuseportSockArray(_SocketMapBase):
             raise Errno(ENOENT)
         self.kernel.sockets.leave(old, self)
 
-    def next_key(self, key: bytes | None) -> bytes:
-        return array_next_key(key, self.max_entries)
-
-    def released(self) -> list[MemObject]:
-        for sock in self.slots.values():
-            self.kernel.sockets.leave(sock, self)
-        self.slots.clear()
-        return super().released()
 
 
 class SocketRegistry:
