@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import dataclasses
 import errno
 import os
-import platform
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -29,12 +27,11 @@ if TYPE_CHECKING:
 _NR_BPF = {"x86_64": 321, "aarch64": 280, "arm64": 280, "riscv64": 280, "ppc64le": 361, "s390x": 351, "armv7l": 386}
 
 try:
-    NR_BPF = _NR_BPF[platform.machine()]
+    NR_BPF = _NR_BPF[os.uname().machine]  # not platform.machine(): importing platform costs the command's start
 except KeyError:  # pragma: no cover - depends on the machine
-    raise ImportError(f"pybpf: unknown syscall number of bpf(2) on {platform.machine()!r}") from None
+    raise ImportError(f"pybpf: unknown syscall number of bpf(2) on {os.uname().machine!r}") from None
 
 
-@dataclasses.dataclass(frozen=True)
 class Door:
     """How ``bpf(2)`` reaches a kernel: ``raw`` as libc's ``syscall``, ``get_errno`` after a failure.
 
@@ -42,22 +39,31 @@ class Door:
     kernel of ``pybpf.testing``); None means "ask the machine", as for the real kernel.
     """
 
-    raw: Callable[..., int]
-    get_errno: Callable[[], int]
-    name: str = "kernel"
-    raw_held: Callable[..., int] | None = None
-    """``raw`` without releasing the GIL, for element operations that cannot sleep (it saves the
-    GIL hand-off on every lookup); None: use ``raw``."""
-    bind: Callable[[int], Callable[..., int]] | None = None
-    """A ``raw`` for the commands of one map fd (made once per map and thread): lets a door that
-    interprets commands in Python resolve the fd once instead of on every call."""
-    object_kind: Callable[[int], str | None] | None = None
-    """What an fd of this door holds ("map", "program", "link", "BTF"), instead of /proc/self/fd."""
-    files: PinFiles | None = None
-    """The bpf file system pins live on, instead of the machine's (``pybpf._sys.bpffs``)."""
-    poll: Callable[[int], tuple[int, int]] | None = None
-    """``(fd, epoll events)`` to wait on for a map fd's readiness, instead of ``(fd, EPOLLIN)``
-    (epoll cannot watch the in-memory kernel's fds)."""
+    __slots__ = ("raw", "get_errno", "name", "raw_held", "bind", "object_kind", "files", "poll")
+
+    def __init__(self, raw: Callable[..., int], get_errno: Callable[[], int], name: str = "kernel", *,
+                 raw_held: Callable[..., int] | None = None, bind: Callable[[int], Callable[..., int]] | None = None,
+                 object_kind: Callable[[int], str | None] | None = None, files: PinFiles | None = None,
+                 poll: Callable[[int], tuple[int, int]] | None = None) -> None:
+        self.raw = raw
+        self.get_errno = get_errno
+        self.name = name
+        self.raw_held = raw_held
+        """``raw`` without releasing the GIL, for element operations that cannot sleep (it saves
+        the GIL hand-off on every lookup); None: use ``raw``."""
+        self.bind = bind
+        """A ``raw`` for the commands of one map fd (made once per map and thread): lets a door
+        that interprets commands in Python resolve the fd once instead of on every call."""
+        self.object_kind = object_kind
+        """What an fd of this door holds ("map", "program", "link", "BTF"), instead of /proc/self/fd."""
+        self.files = files
+        """The bpf file system pins live on, instead of the machine's (``pybpf._sys.bpffs``)."""
+        self.poll = poll
+        """``(fd, epoll events)`` to wait on for a map fd's readiness, instead of ``(fd, EPOLLIN)``
+        (epoll cannot watch the in-memory kernel's fds)."""
+
+    def __repr__(self) -> str:
+        return f"Door({self.name!r})"
 
 
 KERNEL = Door(libc.syscall, ctypes.get_errno, raw_held=ctypes.PyDLL(None, use_errno=True).syscall)
