@@ -356,9 +356,11 @@ def test_plugin_fixture_and_marker(tmp_path: Path) -> None:
         "def test_marker(memory_kernel):\n"
         "    assert 'p' in memory_kernel.programs\n"
     )
+    env = dict(os.environ)
+    env.pop("PYTEST_DISABLE_PLUGIN_AUTOLOAD", None)  # the kernel matrix sets it; the entry point is what is tested
     for extra in ([], ["-p", "pybpf.testing.plugin"]):
         out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *extra, str(test)],
-                             capture_output=True, text=True, cwd=tmp_path, timeout=120)
+                             capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
         assert out.returncode == 0 and "2 passed" in out.stdout, out.stdout + out.stderr
 
 
