@@ -270,6 +270,36 @@ def test_reset_propagates_both_ways(origin_factory, proxy_factory) -> None:
     assert seen, "the origin never saw the client's reset"
 
 
+def test_a_stream_that_took_extra_bytes_is_reset_not_ended(origin_factory, proxy_factory, monkeypatch) -> None:
+    """A target that took more than the client sent (seen once in a long soak: one skb delivered
+    twice) must not end like a good stream: the pair is reset. One byte written straight into the
+    proxy's upstream socket stands in for the duplicate."""
+    tuned: list[socket.socket] = []
+    tune = SpliceProxy._tune
+
+    def record(self: SpliceProxy, sock: socket.socket) -> None:
+        tune(self, sock)
+        tuned.append(sock)
+
+    monkeypatch.setattr(SpliceProxy, "_tune", record)
+    proxy = proxy_factory(origin_factory(digest_reply).address)
+    with connect(proxy.proxy.address) as client:
+        client.sendall(b"abc")
+        deadline = time.monotonic() + TIMEOUT
+        while len(tuned) < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert len(tuned) == 2, "the proxy never paired the client"
+        tuned[1].send(b"!")  # client first, then upstream
+        client.shutdown(socket.SHUT_WR)
+        with pytest.raises(ConnectionResetError):
+            read_all(client)
+    stats = proxy.proxy.stats
+    deadline = time.monotonic() + TIMEOUT
+    while stats.active and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert (stats.resets, stats.completed) == (1, 0)
+
+
 def test_unreachable_upstream(proxy_factory) -> None:
     closed = socket.create_server(("127.0.0.1", 0))
     address = closed.getsockname()

@@ -572,7 +572,10 @@ class SpliceProxy:
         connection we opened), so delivery is complete when ``acked - acked_base`` reaches what
         ``src`` received (less one for its FIN, which TCP counts as received). When ``spliced``
         the kernel forwards the bytes and only the end of the stream or a passing flow wakes us;
-        otherwise the bytes are read and forwarded here. Returns the bytes that went this way.
+        otherwise the bytes are read and forwarded here. A target that took more bytes than the
+        source received (seen once under heavy load: one skb delivered twice) resets the pair
+        rather than end a stream that differs from what was sent. Returns the bytes that went
+        this way.
         """
         loop = asyncio.get_running_loop()
         if spliced:
@@ -587,6 +590,9 @@ class SpliceProxy:
                 raise ConnectionError(f"{received - (_tcp_bytes(dst)[0] - acked_base)} bytes not delivered in "
                                       f"{self.drain_timeout:g} s")
             await asyncio.sleep(0.001)
+        sent = _tcp_bytes(dst)[0] - acked_base + _in_send_queue(dst)
+        if sent > received:  # more than the source sent: the stream is not what the client sent
+            raise ConnectionError(f"{sent - received} bytes more went to the target than the source sent")
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
         return received
