@@ -119,6 +119,17 @@ def iter_ids(cmd: int, op: str) -> Iterator[int]:
         current = nxt
 
 
+def each_fd(next_cmd: int, fd_cmd: int, what: str, open_flags: int = 0) -> Iterator[int]:
+    """A new fd for every map, program or link on the system, in id order (the caller closes
+    each); objects gone between listing and opening are skipped."""
+    for obj_id in iter_ids(next_cmd, f"list {what}s"):
+        try:
+            yield fd_by_id(fd_cmd, obj_id, f"open {what}", open_flags)
+        except BPFError as err:
+            if err.errno != errno.ENOENT:
+                raise
+
+
 def fd_by_id(cmd: int, obj_id: int, op: str, open_flags: int = 0) -> int:
     """``BPF_{MAP,PROG,BTF,LINK}_GET_FD_BY_ID``; returns a new fd. The id is range-checked (a
     truncated id would open another object)."""

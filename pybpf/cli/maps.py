@@ -16,7 +16,7 @@ from ..errors import BPFError, KeyNotFoundError
 from .command import CommandError, Context, UsageError, Words, verb
 from .formatted import Formatter
 from .jsonw import JsonWriter
-from .objects import MAP_GRAMMAR, PROG_GRAMMAR, closing, each_fd, map_fd, map_fds, prog_fds
+from .objects import MAP_GRAMMAR, PROG_GRAMMAR, closing, map_fd, map_fds, prog_fds
 
 if TYPE_CHECKING:
     from .._sys.attrs import MapInfoStruct
@@ -164,7 +164,7 @@ def show(ctx: Context, words: Words) -> None:
 
     if ctx.json:
         ctx.jw.start_array()
-    for fd in each_fd(Cmd.MAP_GET_NEXT_ID, Cmd.MAP_GET_FD_BY_ID, "map"):
+    for fd in commands.each_fd(Cmd.MAP_GET_NEXT_ID, Cmd.MAP_GET_FD_BY_ID, "map"):
         with closing([fd]):
             show_one(ctx, fd)
     if ctx.json:

@@ -7,14 +7,12 @@ show`` and ``prog show`` need only the info struct and ``/proc/self/fdinfo``, an
 
 from __future__ import annotations
 
-import errno
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from .._sys import commands
 from .._sys.constants import Cmd, FileFlags
-from ..errors import BPFError
 from .words import UsageError, Words
 
 MAP_GRAMMAR = "MAP := { id MAP_ID | pinned FILE | name MAP_NAME }"
@@ -31,17 +29,6 @@ def closing(fds: list[int]) -> Iterator[list[int]]:
             os.close(fd)
 
 
-def each_fd(next_cmd: int, fd_cmd: int, what: str, flags: int = 0) -> Iterator[int]:
-    """An fd for every map or program on the system, in id order (the caller closes it); objects
-    gone between listing and opening are skipped."""
-    for obj_id in commands.iter_ids(next_cmd, f"list {what}s"):
-        try:
-            yield commands.fd_by_id(fd_cmd, obj_id, f"open {what}", flags)
-        except BPFError as err:
-            if err.errno != errno.ENOENT:
-                raise
-
-
 def pinned_fd(path: str, kind: str, flags: int = 0) -> int:
     """Open the object pinned at ``path`` (no symlinks followed); UsageError if it is not a
     ``kind`` (a program's info read as a map's would print garbage)."""
@@ -56,7 +43,7 @@ def pinned_fd(path: str, kind: str, flags: int = 0) -> int:
 def _by_name(name: str, next_cmd: int, fd_cmd: int, what: str, flags: int, match: Callable[[int], bool]) -> list[int]:
     found: list[int] = []
     try:
-        for fd in each_fd(next_cmd, fd_cmd, what, flags):
+        for fd in commands.each_fd(next_cmd, fd_cmd, what, flags):
             if match(fd):
                 found.append(fd)
             else:

@@ -10,7 +10,7 @@ from .._sys.constants import Cmd, ProgramType
 from .._sys.prog import prog_map_ids
 from .command import Context, Words, verb
 from .maps import _fdinfo, _type_name
-from .objects import PROG_GRAMMAR, closing, each_fd, prog_fds
+from .objects import PROG_GRAMMAR, closing, prog_fds
 
 GRAMMAR = PROG_GRAMMAR
 
@@ -98,7 +98,7 @@ def show(ctx: Context, words: Words) -> None:
         return
     if ctx.json:
         ctx.jw.start_array()
-    for fd in each_fd(Cmd.PROG_GET_NEXT_ID, Cmd.PROG_GET_FD_BY_ID, "program"):
+    for fd in commands.each_fd(Cmd.PROG_GET_NEXT_ID, Cmd.PROG_GET_FD_BY_ID, "program"):
         with closing([fd]):
             _show(ctx, fd)
     if ctx.json:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import errno
 from collections.abc import Iterator
 
 from .._sys import commands
 from .._sys.attrs import MapInfoStruct
 from .._sys.constants import ALL_MAP_FLAGS, Cmd, MapFlags, MapType, known
 from .._sys.syscall import close_fd
-from ..errors import BPFError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,13 +52,7 @@ class MapInfo:
 
 def maps() -> Iterator[MapInfo]:
     """Every map on the system (via ``BPF_MAP_GET_NEXT_ID``); maps gone meanwhile are skipped."""
-    for map_id in commands.iter_ids(Cmd.MAP_GET_NEXT_ID, "list maps"):
-        try:
-            fd = commands.fd_by_id(Cmd.MAP_GET_FD_BY_ID, map_id, "open map")
-        except BPFError as err:
-            if err.errno == errno.ENOENT:
-                continue
-            raise
+    for fd in commands.each_fd(Cmd.MAP_GET_NEXT_ID, Cmd.MAP_GET_FD_BY_ID, "map"):
         try:
             info = MapInfo.from_struct(commands.map_info(fd))
         finally:

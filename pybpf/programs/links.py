@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Iterator
 
 from .._sys import commands
 from .._sys.constants import Cmd
-from ..errors import BPFError
 from .info import LinkInfo
 from .link import Link
 
 
 def loaded_links() -> Iterator[LinkInfo]:
     """Every link the kernel holds, in id order; links that go away meanwhile are skipped."""
-    for link_id in commands.iter_ids(Cmd.LINK_GET_NEXT_ID, "list links"):
-        try:
-            with Link.from_id(link_id) as found:
-                info = found.info()
-        except BPFError as err:
-            if err.errno == errno.ENOENT:
-                continue
-            raise
+    for fd in commands.each_fd(Cmd.LINK_GET_NEXT_ID, Cmd.LINK_GET_FD_BY_ID, "link"):
+        with Link._checked(fd) as found:
+            info = found.info()
         yield info

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
 import socket
 import struct
@@ -286,12 +285,7 @@ def _set_btf(attr: ProgLoadAttr, spec: ProgramSpec) -> list[ctypes.Array[ctypes.
 def loaded_programs() -> Iterator[ProgramInfo]:
     """Every program loaded on the system (via ``BPF_PROG_GET_NEXT_ID``), holding no fds;
     programs unloaded meanwhile are skipped."""
-    for prog_id in commands.iter_ids(Cmd.PROG_GET_NEXT_ID, "list programs"):
-        try:
-            with Program.from_id(prog_id) as found:
-                info = found.info()
-        except BPFError as err:
-            if err.errno == errno.ENOENT:
-                continue
-            raise
+    for fd in commands.each_fd(Cmd.PROG_GET_NEXT_ID, Cmd.PROG_GET_FD_BY_ID, "program"):
+        with Program._from_owned_fd(fd) as found:
+            info = found.info()
         yield info
