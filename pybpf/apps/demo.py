@@ -95,6 +95,8 @@ def _splice() -> str:
                         return time.perf_counter() - t0
 
                 seconds = await asyncio.wait_for(asyncio.to_thread(client), 60)
+                cut = await proxy.shutdown(5)  # the pair ends on its own once both sides closed
+                assert cut == 0, "the pair did not end within 5 s of both sides closing"
             server.join(5)
         return f"request/response and {size >> 20} MiB through the kernel at {size * 8 / seconds / 1e9:.1f} Gbit/s"
 

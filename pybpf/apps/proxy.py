@@ -57,7 +57,7 @@ import socket
 import struct
 import termios
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 import pybpf
 from pybpf import AttachType, Map, MapType, SockHash, features
@@ -566,11 +566,14 @@ class SpliceProxy:
 
     async def _direction(self, src: socket.socket, dst: socket.socket, acked_base: int, spliced: bool,
                          flow: _Flow | None) -> int:
-        """One direction: wait for EOF on ``src``, then half-close ``dst`` once all is delivered.
+        """One direction: wait for EOF on ``src``, half-close ``dst`` once its TCP has taken every
+        byte, and return once all are delivered (the pair's slot and bound hold until then).
 
         ``acked_base`` is what ``dst`` had acknowledged before any data (1 for the SYN of a
         connection we opened), so delivery is complete when ``acked - acked_base`` reaches what
-        ``src`` received (less one for its FIN, which TCP counts as received). When ``spliced``
+        ``src`` received (less one for its FIN, which TCP counts as received). The FIN goes out
+        as soon as the bytes are in ``dst``'s send queue, not once they are acknowledged: a peer
+        that delays its ACK of a short reply (up to 200 ms) acknowledges a FIN at once. When ``spliced``
         the kernel forwards the bytes and only the end of the stream or a passing flow wakes us;
         otherwise the bytes are read and forwarded here. A target that took more bytes than the
         source received (seen once under heavy load: one skb delivered twice) resets the pair
@@ -585,16 +588,20 @@ class SpliceProxy:
             self.stats.bytes_in_user_space += await _splice(loop, src, dst)
         received = _tcp_bytes(src)[1] - 1  # the FIN takes a sequence number too
         deadline = loop.time() + self.drain_timeout
-        while _tcp_bytes(dst)[0] - acked_base < received:
-            if loop.time() > deadline:
-                raise ConnectionError(f"{received - (_tcp_bytes(dst)[0] - acked_base)} bytes not delivered in "
-                                      f"{self.drain_timeout:g} s")
-            await asyncio.sleep(0.001)
-        sent = _tcp_bytes(dst)[0] - acked_base + _in_send_queue(dst)
+
+        async def until(count: Callable[[], int], what: str) -> int:
+            while (n := count()) < received:
+                if loop.time() > deadline:
+                    raise ConnectionError(f"{received - n} bytes not {what} in {self.drain_timeout:g} s")
+                await asyncio.sleep(0.001)
+            return n
+
+        sent = await until(lambda: _tcp_bytes(dst)[0] - acked_base + _in_send_queue(dst), "taken by the target's TCP")
         if sent > received:  # more than the source sent: the stream is not what the client sent
             raise ConnectionError(f"{sent - received} bytes more went to the target than the source sent")
         with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
+            dst.shutdown(socket.SHUT_WR)  # the FIN follows the queued bytes (and gets them acknowledged at once)
+        await until(lambda: _tcp_bytes(dst)[0] - acked_base, "delivered")
         return received
 
     async def _spliced(self, src: socket.socket, dst: socket.socket, dst_base: int, flow: _Flow) -> int:
