@@ -214,6 +214,23 @@ def hash_lookup_and_delete() -> str | None:
 
 
 @functools.cache
+def bpftool_cgroup_query(cgroup: str) -> str | None:
+    """Why bpftool (7.1) cannot list a cgroup's programs here, or None: its ``cgroup show`` asks
+    BPF_PROG_QUERY for per-program attach flags (``query.prog_attach_flags``, Linux 6.0), which
+    older kernels refuse with EINVAL for every attach type."""
+    ids, flags = (ctypes.c_uint32 * 4)(), (ctypes.c_uint32 * 4)()
+    fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        attr = struct.pack("=IIIIQI4xQ", fd, 0, 0, 0, ctypes.addressof(ids), 4, ctypes.addressof(flags))
+        _, code = _bpf(16, attr)  # BPF_PROG_QUERY, CGROUP_INET_INGRESS
+    finally:
+        os.close(fd)
+    if code == 0:
+        return None
+    return (f"this kernel ({running()}) refuses BPF_PROG_QUERY's prog_attach_flags (Linux 6.0; errno {code}), "
+            "which bpftool's cgroup show needs")
+
+
 def lpm_next_key_restarts() -> str | None:
     """Why a deleted key does not restart an LPM trie walk at its first key here (a bug of 5.10's
     trie_get_next_key, fixed later), or None."""

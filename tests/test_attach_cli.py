@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import probes
 import pytest
 from pybpf.testing.cgroups import child_cgroup
 
@@ -52,6 +53,7 @@ def cgroup() -> Iterator[str]:
 
 @needs_bpftool
 def test_cgroup_show_and_tree_match_bpftool(cgroup: str) -> None:
+    probes.skip_if(probes.bpftool_cgroup_query(cgroup))
     for child in ("a", "a/b", "c"):
         os.mkdir(os.path.join(cgroup, child))
     with returning(ProgramType.SOCK_OPS, 1, "sockops") as ops, returning(ProgramType.CGROUP_SKB, 1, "skb_allow") as skb, \

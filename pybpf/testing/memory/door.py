@@ -12,6 +12,7 @@ prebuilt key and value buffers.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import errno
 import sys
 import threading
@@ -250,6 +251,7 @@ class Commands:
         except Errno as refused:
             if refused.code == errno.E2BIG and traits.percpu and req.value_size > 32768 \
                     and not PERCPU_VALUE_E2BIG.in_release(self.kernel.version):
+                cls.check(dataclasses.replace(req, value_size=32768))  # the checks that still come first
                 raise Errno(errno.ENOMEM) from None  # no size check yet: the allocation fails
             raise
         if req.type in _HASH_TYPES and req.key_size > 512 and not HASH_KEYS_OVER_512.in_release(self.kernel.version):
