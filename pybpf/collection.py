@@ -31,7 +31,7 @@ from .externs import resolve as resolve_externs
 from .errors import BPFError, VerifierError
 from .map import Map, MapInfo, MapSpec
 from ._sys.traits import map_type_name
-from .map.codec import possible_cpus
+from ._sys.cpus import possible_cpus
 from .pins import make_pin_dir
 from .programs import Link, Program, ProgramSpec
 from .variables import Variables, VariableSpecs

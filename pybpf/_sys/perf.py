@@ -176,29 +176,6 @@ def retprobe_bit(pmu: str) -> int:
     return int(text.removeprefix("config:"))
 
 
-def possible_cpus_of(path: str) -> list[int]:
-    """The CPUs listed in a sysfs cpu list file (``0-3,5``)."""
-    with open(path) as f:
-        text = f.read().strip()
-    cpus: list[int] = []
-    for part in text.split(","):
-        if not part:
-            continue
-        low, _, high = part.partition("-")
-        cpus.extend(range(int(low), int(high or low) + 1))
-    return cpus
-
-
-def online_cpus() -> set[int]:
-    """The CPUs online now (``/sys/devices/system/cpu/online``)."""
-    return set(possible_cpus_of("/sys/devices/system/cpu/online"))
-
-
-def possible_cpu_list() -> list[int]:
-    """The possible CPUs (``/sys/devices/system/cpu/possible``), in order."""
-    return possible_cpus_of("/sys/devices/system/cpu/possible")
-
-
 FD_TYPES = ("raw_tracepoint", "tracepoint", "kprobe", "kretprobe", "uprobe", "uretprobe")
 """``enum bpf_task_fd_type``, as bpftool names them."""
 

@@ -8,16 +8,14 @@ Releases are the upstream Linux release that brought the type (from the kernel's
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from .constants import AttachType, MapFlags, MapType, ProgramType
 
 Release = tuple[int, int]
 
 
-@dataclasses.dataclass(frozen=True)
-class MapTraits:
+class MapTraits(NamedTuple):
     """The kernel's rules and behaviour for one map type."""
 
     since: Release
@@ -59,7 +57,7 @@ class MapTraits:
     """Takes the MMAPABLE flag."""
     ring: bool = False
     """``max_entries`` is a byte size: a power of 2 and a multiple of the page size."""
-    probe: dict[str, int] = dataclasses.field(default_factory=dict)
+    probe: dict[str, int] = {}  # read only: the rows share the empty default
     """Fields of the smallest ``BPF_MAP_CREATE`` attr that creates one (as libbpf's probe)."""
 
 
@@ -73,7 +71,6 @@ _CGROUP_STORAGE = MapTraits((4, 19), key_sizes=(8, 12), storage=True, btf_types=
 _SOCKETS = MapTraits((4, 14), value_sizes=(4, 8), fd_values=True)
 _QUEUE = MapTraits((4, 20), keyless=True, probe=dict(key_size=0, value_size=4, max_entries=1))
 _RING = MapTraits((5, 8), keyless=True, no_value=True, ring=True, probe=dict(key_size=0, value_size=0, max_entries=4096))
-_r = dataclasses.replace
 
 MAP_TYPES: dict[MapType, MapTraits] = {
     MapType.HASH: _HASH,
@@ -81,45 +78,44 @@ MAP_TYPES: dict[MapType, MapTraits] = {
                              preallocated=True, mmapable=True),
     MapType.PROG_ARRAY: MapTraits((4, 2), key_sizes=(4,), value_sizes=(4,), indexed=True, fd_values=True),
     MapType.PERF_EVENT_ARRAY: MapTraits((4, 3), key_sizes=(4,), value_sizes=(4,), indexed=True, fd_values=True),
-    MapType.PERCPU_HASH: _r(_HASH, since=(4, 6), percpu=True),
+    MapType.PERCPU_HASH: _HASH._replace(since=(4, 6), percpu=True),
     MapType.PERCPU_ARRAY: MapTraits((4, 6), key_sizes=(4,), percpu=True, indexed=True, deletable=False, batch=True,
                                     btf_types=True, preallocated=True),
     MapType.STACK_TRACE: MapTraits((4, 6), key_sizes=(4,), probe=dict(key_size=4, value_size=8, max_entries=1)),
     MapType.CGROUP_ARRAY: MapTraits((4, 8), key_sizes=(4,), value_sizes=(4,), indexed=True, fd_values=True),
-    MapType.LRU_HASH: _r(_HASH, since=(4, 10), lru=True, preallocated=True),
-    MapType.LRU_PERCPU_HASH: _r(_HASH, since=(4, 10), percpu=True, lru=True, preallocated=True),
+    MapType.LRU_HASH: _HASH._replace(since=(4, 10), lru=True, preallocated=True),
+    MapType.LRU_PERCPU_HASH: _HASH._replace(since=(4, 10), percpu=True, lru=True, preallocated=True),
     MapType.LPM_TRIE: MapTraits((4, 11), btf_types=True, needs_no_prealloc=True,
                                 probe=dict(key_size=8, value_size=8, max_entries=1, map_flags=MapFlags.NO_PREALLOC)),
     MapType.ARRAY_OF_MAPS: MapTraits((4, 12), key_sizes=(4,), value_sizes=(4,), indexed=True, fd_values=True),
     MapType.HASH_OF_MAPS: MapTraits((4, 12), value_sizes=(4,), fd_values=True),
     MapType.DEVMAP: MapTraits((4, 14), key_sizes=(4,), value_sizes=(4, 8), indexed=True, fd_values=True),
-    MapType.SOCKMAP: _r(_SOCKETS, key_sizes=(4,), indexed=True),
+    MapType.SOCKMAP: _SOCKETS._replace(key_sizes=(4,), indexed=True),
     MapType.CPUMAP: MapTraits((4, 15), key_sizes=(4,), value_sizes=(4, 8), indexed=True),
     MapType.XSKMAP: MapTraits((4, 18), key_sizes=(4,), value_sizes=(4,), indexed=True, fd_values=True),
-    MapType.SOCKHASH: _r(_SOCKETS, since=(4, 18)),
+    MapType.SOCKHASH: _SOCKETS._replace(since=(4, 18)),
     MapType.CGROUP_STORAGE: _CGROUP_STORAGE,
-    MapType.REUSEPORT_SOCKARRAY: _r(_SOCKETS, since=(4, 19), key_sizes=(4,), indexed=True),
-    MapType.PERCPU_CGROUP_STORAGE: _r(_CGROUP_STORAGE, since=(4, 20), percpu=True),
+    MapType.REUSEPORT_SOCKARRAY: _SOCKETS._replace(since=(4, 19), key_sizes=(4,), indexed=True),
+    MapType.PERCPU_CGROUP_STORAGE: _CGROUP_STORAGE._replace(since=(4, 20), percpu=True),
     MapType.QUEUE: _QUEUE,
     MapType.STACK: _QUEUE,
     MapType.SK_STORAGE: _LOCAL_STORAGE,
     MapType.DEVMAP_HASH: MapTraits((5, 4), key_sizes=(4,), value_sizes=(4, 8), fd_values=True),
     MapType.STRUCT_OPS: MapTraits((5, 6), key_sizes=(4,)),
     MapType.RINGBUF: _RING,
-    MapType.INODE_STORAGE: _r(_LOCAL_STORAGE, since=(5, 10)),
-    MapType.TASK_STORAGE: _r(_LOCAL_STORAGE, since=(5, 11)),
+    MapType.INODE_STORAGE: _LOCAL_STORAGE._replace(since=(5, 10)),
+    MapType.TASK_STORAGE: _LOCAL_STORAGE._replace(since=(5, 11)),
     MapType.BLOOM_FILTER: MapTraits((5, 16), keyless=True, btf_types=True,
                                     probe=dict(key_size=0, value_size=4, max_entries=1)),
-    MapType.USER_RINGBUF: _r(_RING, since=(6, 1)),
-    MapType.CGRP_STORAGE: _r(_LOCAL_STORAGE, since=(6, 2)),
+    MapType.USER_RINGBUF: _RING._replace(since=(6, 1)),
+    MapType.CGRP_STORAGE: _LOCAL_STORAGE._replace(since=(6, 2)),
     MapType.ARENA: MapTraits((6, 9), keyless=True, no_value=True, mmapable=True,
                              probe=dict(key_size=0, value_size=0, max_entries=1, map_flags=MapFlags.MMAPABLE)),
 }
 """Every map type this library knows, with the kernel's rules for it."""
 
 
-@dataclasses.dataclass(frozen=True)
-class ProgramTraits:
+class ProgramTraits(NamedTuple):
     """The kernel's rules for one program type."""
 
     since: Release
@@ -173,8 +169,7 @@ PROGRAM_TYPES: dict[ProgramType, ProgramTraits] = {
 Target = Literal["map", "cgroup", "netns", "ifindex", "socket", "btf", "perf_event", "tracepoint", "none"]
 
 
-@dataclasses.dataclass(frozen=True)
-class AttachTraits:
+class AttachTraits(NamedTuple):
     """Where one attach type attaches and what the kernel lets attach there."""
 
     program_types: tuple[ProgramType, ...]
@@ -282,8 +277,7 @@ def attach_type_name(value: int) -> str:
     return AttachType(value).name if value in AttachType._value2member_map_ else f"attach type {value}"
 
 
-@dataclasses.dataclass(frozen=True)
-class EventSourceTraits:
+class EventSourceTraits(NamedTuple):
     """An attach point reached through a perf event or ``BPF_RAW_TRACEPOINT_OPEN`` rather than an
     attach type of its own: the program types it takes, since when, and what the kernel needs."""
 

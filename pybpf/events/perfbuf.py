@@ -33,7 +33,7 @@ import select
 from collections.abc import Callable
 from typing import Any
 
-from .._sys import perf
+from .._sys import cpus, perf
 from .._sys.constants import MapType
 from ..errors import BPFError, error_for
 from ._reader import Closing, Guard, Iterable, decoder, drain_rings, map_fd_and_info, poll_rings
@@ -111,8 +111,8 @@ class PerfBuffer(Iterable[Any], Closing):
         try:
             self._map_fd, info = map_fd_and_info(bpf_map, (MapType.PERF_EVENT_ARRAY,), "PerfBuffer")
             self._name = info.name.decode(errors="replace")
-            online = perf.online_cpus()
-            for cpu in perf.possible_cpu_list():
+            online = cpus.online_cpus()
+            for cpu in cpus.possible_cpu_list():
                 if cpu >= info.max_entries or cpu not in online:
                     continue
                 self._open(cpu, pages, wakeup_events, watermark)

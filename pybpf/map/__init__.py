@@ -2,7 +2,7 @@
 
 (The package is ``pybpf.map`` because ``pybpf.maps()`` is the function listing the system's maps.)"""
 
-from .codec import possible_cpus
+from .._sys.cpus import possible_cpus
 from .fdmaps import MapOfMaps, ProgramArray, ReuseportSockArray, SockHash, SockMap, socket_cookie
 from .info import MapInfo, maps
 from .keyless import BloomFilter, QueueMap

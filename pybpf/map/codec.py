@@ -7,25 +7,14 @@ and checks sizes and ranges before any syscall, so nothing is ever silently trun
 from __future__ import annotations
 
 import ctypes
-import functools
 import struct
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .._sys.cpus import possible_cpus
+
 _INT_FORMATS = {1: "B", 2: "H", 4: "I", 8: "Q"}
-
-
-@functools.cache
-def possible_cpus() -> int:
-    """Number of possible CPUs: the number of values in a per-CPU map element."""
-    with open("/sys/devices/system/cpu/possible") as f:
-        text = f.read().strip()
-    count = 0
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        count += int(hi or lo) - int(lo) + 1
-    return count
 
 
 def _is_int_ctype(ctype: Any) -> bool:

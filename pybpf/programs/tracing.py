@@ -23,6 +23,7 @@ from typing import Any
 from .. import features
 from .._fd import FdOwner, fd_of
 from .._sys import caps, commands, perf, tracefs
+from .._sys.cpus import online_cpus
 from .._sys.attrs import LinkCreateAttr, ProgLoadAttr, RawTracepointOpenAttr
 from .._sys.constants import AttachType, Cmd, ProgramType
 from .._sys.kernel import kernel_version, release_text
@@ -298,7 +299,7 @@ def attach_cpu_clock(prog: Any, frequency: int = 99, cpus: list[int] | None = No
     """Sample every online CPU (or ``cpus``) ``frequency`` times a second with a PERF_EVENT
     program: one link per CPU (close them all to stop)."""
     _check_type(prog, "perf_event", "attach_cpu_clock")
-    chosen = sorted(perf.online_cpus()) if cpus is None else list(cpus)
+    chosen = sorted(online_cpus()) if cpus is None else list(cpus)
     links: list[Link] = []
     try:
         for cpu in chosen:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..._sys.constants import Cmd, MapFlags, MapType
-from ...map.codec import possible_cpus
+from ..._sys.cpus import possible_cpus
 from .maps import (
     ACCESS_MASK,
     BATCH_ALL,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..._sys.constants import Cmd, MapFlags, MapType, UpdateFlags
 from ..._sys.traits import map_traits
-from ...map.codec import possible_cpus
+from ..._sys.cpus import possible_cpus
 from .objects import ENOTSUPP, Errno, MemObject
 
 if TYPE_CHECKING:
