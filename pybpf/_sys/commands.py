@@ -48,6 +48,31 @@ def map_freeze(fd: int, name: str = "") -> None:
     bpf(Cmd.MAP_FREEZE, MapElemAttr(map_fd=fd), "freeze map", name)
 
 
+def map_next_key(fd: int, key: bytes | None, key_size: int, name: str = "") -> bytes | None:
+    """``BPF_MAP_GET_NEXT_KEY``: the key after ``key`` (the first key for None), None past the
+    last. A plain walk for tools (``map dump``); ``Map`` iterates with prebuilt buffers."""
+    out = ctypes.create_string_buffer(key_size)
+    current = None if key is None else ctypes.create_string_buffer(key, key_size)
+    attr = MapElemAttr(map_fd=fd, key=0 if current is None else ctypes.addressof(current), value=ctypes.addressof(out))
+    try:
+        bpf(Cmd.MAP_GET_NEXT_KEY, attr, "get next key", name)
+    except BPFError as err:
+        if err.errno == errno.ENOENT:
+            return None
+        raise
+    return out.raw
+
+
+def map_lookup(fd: int, key: bytes, size: int, name: str = "") -> bytes:
+    """``BPF_MAP_LOOKUP_ELEM`` of ``key`` into ``size`` bytes (a per-CPU map's: every CPU's value,
+    each padded to 8 bytes)."""
+    out = ctypes.create_string_buffer(size)
+    current = ctypes.create_string_buffer(key, len(key))
+    bpf(Cmd.MAP_LOOKUP_ELEM, MapElemAttr(map_fd=fd, key=ctypes.addressof(current), value=ctypes.addressof(out)),
+        "lookup", name)
+    return out.raw
+
+
 def object_kind(fd: int) -> str | None:
     """What a BPF fd holds, as the kernel names it: "map", "program", "link", "BTF", or None."""
     ask = door().object_kind
