@@ -8,6 +8,7 @@ field (a delete with a value pointer set is EINVAL).
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .attrs import MapBatchAttr, MapElemAttr
@@ -58,3 +59,24 @@ def batch_attr(fd: int, keys: int, values: int, count: int, elem_flags: int = 0,
     """The attr of one ``BPF_MAP_*_BATCH`` command over buffers at the given addresses."""
     return MapBatchAttr(in_batch=in_batch, out_batch=out_batch, keys=keys, values=values, count=count,
                         map_fd=fd, elem_flags=elem_flags)
+
+
+def walk_keys(next_key: Callable[[bytes | None], bytes | None], max_entries: int) -> Iterator[bytes]:
+    """Every key once, by ``get_next_key`` (``next_key(None)`` is the first key, None the end).
+
+    The kernel restarts from the first key when the previous one was deleted, so keys already
+    seen are skipped, and a walk that finds nothing new for two map-sizes of steps stops: a map
+    churned by another process cannot keep it going forever."""
+    seen: set[bytes] = set()
+    prev: bytes | None = None
+    patience = 2 * max_entries + 2  # steps allowed without finding an unseen key
+    while patience > 0:
+        patience -= 1
+        key = next_key(prev)
+        if key is None:
+            return
+        prev = key
+        if key not in seen:
+            seen.add(key)
+            patience = 2 * max_entries + 2
+            yield key

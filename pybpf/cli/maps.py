@@ -230,14 +230,15 @@ def _raw_value(m: Map, value: Any) -> bytes | list[bytes]:
 
 
 def _keys(fd: int, raw: MapInfoStruct) -> Iterator[bytes]:
-    """Every key, walked as bpftool walks them (``map dump`` needs no ``Map``: it starts faster)."""
+    """Every key once, as ``Map`` walks them (``map dump`` needs no ``Map``: it starts faster)."""
     if raw.key_size == 0:
         from .._sys.traits import map_type_name
 
         raise CommandError(f"map id {raw.id}: {map_type_name(raw.type)} maps have no keys to walk")
-    key = None
-    while (key := commands.map_next_key(fd, key, raw.key_size, raw.name.decode())) is not None:
-        yield key
+    from .._sys.elem import walk_keys
+
+    name = raw.name.decode()
+    yield from walk_keys(lambda prev: commands.map_next_key(fd, prev, raw.key_size, name), raw.max_entries)
 
 
 def _looked_up(fd: int, raw: MapInfoStruct, key: bytes) -> bytes | list[bytes]:

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 from .._fd import FdOwner
 from .._sys import commands
 from .._sys.constants import ALL_MAP_FLAGS, Cmd, FileFlags, MapFlags, MapType, UpdateFlags, known
-from .._sys.elem import BATCH_SIZE, ELEM_SIZE, LOOKUP_AND_DELETE, NEXT_KEY, address, batch_attr
+from .._sys.elem import BATCH_SIZE, ELEM_SIZE, LOOKUP_AND_DELETE, NEXT_KEY, address, batch_attr, walk_keys
 from .._sys.syscall import NR_BPF, door
 from .._sys.traits import MapTraits, map_traits, map_type_name
 from ..errors import (
@@ -342,27 +342,11 @@ class Map(FdOwner, MutableMapping[Any, Any]):
         return bytes(calls.next_key)
 
     def _iter_key_bytes(self) -> Iterator[bytes]:
-        """Every key once, by ``get_next_key``; robust to concurrent deletion.
-
-        The kernel restarts from the first key when the previous one was deleted, so keys already
-        seen are skipped; a walk that finds nothing new for two map-sizes of steps stops.
-        """
+        """Every key once, by ``get_next_key``; robust to concurrent deletion (``elem.walk_keys``)."""
         if self.traits.keyless:
             raise NotSupportedError(errno.EOPNOTSUPP, f"iterate {map_type_name(self.type)} map", self.name,
                                     message=f"{map_type_name(self.type)} maps have no keys")
-        seen: set[bytes] = set()
-        prev: bytes | None = None
-        patience = 2 * self.max_entries + 2  # steps allowed without finding an unseen key
-        while patience > 0:
-            patience -= 1
-            key = self._next_key_bytes(prev)
-            if key is None:
-                return
-            prev = key
-            if key not in seen:
-                seen.add(key)
-                patience = 2 * self.max_entries + 2
-                yield key
+        return walk_keys(self._next_key_bytes, self.max_entries)
 
     def _batched(self) -> bool:
         """Whether iteration may use batch lookups: the type takes them and this kernel has them
